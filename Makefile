@@ -1,0 +1,41 @@
+# The two commands a fresh machine needs: `make demo` and `make test`. Each creates .venv, installs the
+# package with its extras and provides a database (the embedded one unless DATABASE_URL /
+# TEST_DATABASE_URL point elsewhere).
+
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo $$p && break; \
+	done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check check-supabase clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (python3.11, python3.12, ...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/idea-expansion db reset --yes
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck
+
+# Supabase's own tools against a fresh database on the machine's PostgreSQL 15 (see scripts/check-supabase.sh).
+check-supabase: $(STAMP)
+	bash scripts/check-supabase.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .tools

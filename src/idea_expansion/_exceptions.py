@@ -1,0 +1,146 @@
+"""The idea-expansion error tree. Every error the SDK raises is one of these:
+
+    IdeaExpansionError
+    ├── ConfigurationError            a setting is missing or malformed (says how to set it)
+    ├── APIError(code, message, details, hint, raw)
+    │   ├── AuthenticationError       PGRST301/PGRST302: no or bad JWT
+    │   ├── PermissionDeniedError     42501: RLS or a grant refused the call
+    │   ├── NotFoundError             PGRST116, PT404: no such row / user
+    │   ├── ConflictError             23505, 23503: duplicate or dangling reference
+    │   ├── InvalidRequestError       23514, 23502, 22xxx, P0001: the input broke a rule
+    │   └── InsufficientCreditsError  PT402: no credits left
+    ├── DatabaseSetupError            the local database could not be bootstrapped or migrated
+    ├── ConnectionError               the database or API could not be reached
+    └── TimeoutError                  it did not answer in time
+
+Errors are chosen by SQLSTATE / PostgREST code in `error_from_code`, never by message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConflictError",
+    "ConnectionError",
+    "DatabaseSetupError",
+    "IdeaExpansionError",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "TimeoutError",
+    "error_from_code",
+]
+
+
+class IdeaExpansionError(Exception):
+    """Base class of every error raised by idea-expansion."""
+
+
+class ConfigurationError(IdeaExpansionError):
+    """A required setting is missing or malformed. The message names the variable and how to set it."""
+
+
+class DatabaseSetupError(IdeaExpansionError):
+    """The database could not be bootstrapped, migrated or seeded."""
+
+
+class ConnectionError(IdeaExpansionError):  # noqa: A001 - deliberately mirrors the builtin's name
+    """The database or the Supabase API could not be reached."""
+
+
+class TimeoutError(IdeaExpansionError):  # noqa: A001 - deliberately mirrors the builtin's name
+    """The database or the Supabase API did not answer in time."""
+
+
+class APIError(IdeaExpansionError):
+    """The database (directly or through PostgREST) refused a request.
+
+    Attributes:
+        code: SQLSTATE or PostgREST error code, e.g. ``"PT402"`` or ``"42501"``.
+        message: The server's message.
+        details: The server's detail text, if any.
+        hint: The server's hint, if any.
+        raw: The raw error payload as received.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: str | None = None,
+        hint: str | None = None,
+        raw: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.hint = hint
+        self.raw = raw
+
+    def __str__(self) -> str:
+        text = f"{self.message} (code {self.code})" if self.code else self.message
+        if self.hint:
+            text += f". Hint: {self.hint}"
+        return text
+
+
+class AuthenticationError(APIError):
+    """The request carried no valid JWT."""
+
+
+class PermissionDeniedError(APIError):
+    """Row-level security or a grant refused the request."""
+
+
+class NotFoundError(APIError):
+    """The requested row (or user) does not exist, or is not visible to the caller."""
+
+
+class ConflictError(APIError):
+    """A unique or foreign-key rule was broken (duplicate slug, reused reference, ...)."""
+
+
+class InvalidRequestError(APIError):
+    """The input broke a rule: a CHECK constraint, a status transition, an out-of-range argument."""
+
+
+class InsufficientCreditsError(APIError):
+    """The user has no free or paid credits left."""
+
+
+_EXACT: dict[str, type[APIError]] = {
+    "PT402": InsufficientCreditsError,
+    "PT404": NotFoundError,
+    "PGRST116": NotFoundError,
+    "PGRST301": AuthenticationError,
+    "PGRST302": AuthenticationError,
+    "42501": PermissionDeniedError,
+    "23505": ConflictError,
+    "23503": ConflictError,
+    "23514": InvalidRequestError,
+    "23502": InvalidRequestError,
+    "P0001": InvalidRequestError,
+}
+
+
+def error_from_code(
+    code: str | None,
+    message: str,
+    *,
+    details: str | None = None,
+    hint: str | None = None,
+    raw: Any = None,
+) -> APIError:
+    """Build the most specific `APIError` for a SQLSTATE or PostgREST code."""
+    cls = _EXACT.get(code or "")
+    if cls is None:
+        # Class 22 is "data exception": bad input of every kind (invalid uuid, null argument, ...).
+        cls = InvalidRequestError if (code or "").startswith("22") else APIError
+    return cls(message, code=code, details=details, hint=hint, raw=raw)

@@ -1,0 +1,62 @@
+"""Settings: the one place that reads the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["Settings"]
+
+_HOW_TO = {
+    "database_url": "set DATABASE_URL to a PostgreSQL URL, e.g. postgresql://postgres@127.0.0.1:54322/postgres "
+    "(leave it unset to use the embedded local database)",
+    "supabase_url": "set SUPABASE_URL to your project URL (Dashboard -> Settings -> API, or `supabase status`)",
+    "supabase_service_role_key": "set SUPABASE_SERVICE_ROLE_KEY (Dashboard -> Settings -> API, or `supabase status`)",
+    "supabase_anon_key": "set SUPABASE_ANON_KEY (Dashboard -> Settings -> API, or `supabase status`)",
+    "supabase_jwt_secret": "set SUPABASE_JWT_SECRET (Dashboard -> Settings -> API -> JWT secret)",
+    "encryption_key": 'set ENCRYPTION_KEY to 64 hex characters; generate one with: python -c "import secrets; '
+    'print(secrets.token_hex(32))"',
+}
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment (and `.env`), under the names Supabase projects already use."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "IDEA_EXPANSION_DATABASE_URL")
+    )
+    """Direct PostgreSQL URL (Supabase direct or pooled connection, or `supabase start`'s port 54322)."""
+
+    supabase_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL")
+    )
+    """Supabase project URL, e.g. https://abc.supabase.co or http://127.0.0.1:54321."""
+
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY")
+    )
+    """The service-role key: full access, server-side only."""
+
+    supabase_anon_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_ANON_KEY", "NEXT_PUBLIC_SUPABASE_ANON_KEY")
+    )
+    """The anon (public) key."""
+
+    supabase_jwt_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET")
+    )
+    """The project's JWT secret, used to mint short-lived user tokens."""
+
+    encryption_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ENCRYPTION_KEY"))
+    """64 hex characters (32 bytes): the AES-256-GCM key for stored credentials."""
+
+    def require(self, name: str) -> str:
+        """Return a setting's value, or raise `ConfigurationError` saying how to set it."""
+        value = getattr(self, name)
+        if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            raise ConfigurationError(f"{name.upper()} is not set: {_HOW_TO.get(name, 'set it in the environment')}")
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)

