@@ -13,7 +13,9 @@ create table public.credit_charges (
   user_id uuid not null references public.users (id) on delete cascade,
   idempotency_key uuid,
   credit_type text not null,
-  created_at timestamptz not null default now(),
+  -- clock_timestamp, not now(): charges are taken under the user's row lock, so this orders them
+  -- exactly as they happened even when many transactions started at the same moment.
+  created_at timestamptz not null default clock_timestamp(),
   constraint credit_charges_idempotency_key_key unique (idempotency_key),
   constraint credit_charges_credit_type_check check (credit_type in ('free', 'paid'))
 );

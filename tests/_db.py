@@ -1,0 +1,107 @@
+"""Run SQL the way PostgREST runs a request: one transaction, `set local role`, the JWT claims in
+`request.jwt.claims` (set with set_config(..., true)), the statement, then commit (or roll back)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+Conn = psycopg.Connection[Any]
+
+
+def claims_for(role: str, user_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """The JWT claims PostgREST would expose for a role (and user)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"role": role, "iat": now, "exp": now + 3600}
+    if user_id is not None:
+        claims |= {"sub": str(user_id), "aud": "authenticated", "email": f"{user_id}@example.test"}
+    return claims
+
+
+class Db:
+    """A test database with PostgREST-style request helpers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.pool = ConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=True)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def request(
+        self,
+        role: str,
+        user_id: uuid.UUID | None = None,
+        *,
+        commit: bool = True,
+        setup: str | None = None,
+    ) -> Iterator[Conn]:
+        """One request as `role`. `setup` runs first as the superuser, inside the same transaction."""
+        with self.pool.connection() as conn, conn.transaction(force_rollback=not commit):
+            if setup:
+                conn.execute(setup)
+            apply_request_context(conn, role, user_id)
+            yield conn
+
+    def as_user(self, user_id: uuid.UUID, **kw: Any) -> Any:
+        return self.request("authenticated", user_id, **kw)
+
+    def as_anon(self, **kw: Any) -> Any:
+        return self.request("anon", **kw)
+
+    def as_service(self, **kw: Any) -> Any:
+        return self.request("service_role", **kw)
+
+    @contextmanager
+    def admin(self) -> Iterator[Conn]:
+        """The superuser, in one committed transaction (test setup and inspection only)."""
+        with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    def scalar(self, query: str, params: Any = None) -> Any:
+        with self.admin() as conn:
+            row = conn.execute(query, params).fetchone()
+            return None if row is None else row[0]
+
+    def create_user(self, email: str | None = None, **usage: int) -> uuid.UUID:
+        """A new user (through the service role, so the usage trigger runs as it would in production)."""
+        email = email or f"user-{uuid.uuid4().hex[:12]}@example.test"
+        with self.as_service() as conn:
+            row = conn.execute("insert into public.users (email) values (%s) returning id", (email,)).fetchone()
+            assert row is not None
+            user_id: uuid.UUID = row[0]
+            if usage:
+                assignments = sql.SQL(", ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in usage.items()
+                )
+                conn.execute(
+                    sql.SQL("update public.usage_tracking set {} where user_id = %s").format(assignments),
+                    (user_id,),
+                )
+        return user_id
+
+    def usage(self, user_id: uuid.UUID) -> dict[str, Any]:
+        with self.admin() as conn:
+            cur = conn.execute("select * from public.usage_tracking where user_id = %s", (user_id,))
+            row = cur.fetchone()
+            assert row is not None, f"no usage row for {user_id}"
+            names = [d.name for d in cur.description or []]
+            return dict(zip(names, row, strict=True))
+
+
+def apply_request_context(conn: Conn, role: str, user_id: uuid.UUID | None) -> None:
+    """What PostgREST does at the start of every request transaction."""
+    conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+    conn.execute(
+        "select set_config('request.jwt.claims', %s, true), set_config('request.method', 'POST', true)",
+        (json.dumps(claims_for(role, user_id)),),
+    )

