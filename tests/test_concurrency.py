@@ -61,9 +61,13 @@ def test_64_connections_3200_attempts_spend_exactly_the_balance(db: Db) -> None:
     assert usage["total_free_used"] == 5
     assert usage["total_paid_used"] == 3
     with db.admin() as conn:
-        order = [r[0] for r in conn.execute(
-            "select credit_type from public.credit_charges where user_id = %s order by created_at", (user,)
-        )]
+        order = [
+            r[0]
+            for r in conn.execute(
+                "select credit_type from public.credit_charges where user_id = %s order by created_at",
+                (user,),
+            )
+        ]
     assert order == ["free"] * 5 + ["paid"] * 3
 
 
@@ -110,7 +114,10 @@ def test_concurrent_inserts_of_one_user_create_one_usage_row(db: Db) -> None:
 
     results = _race(db.url, 16, 1, insert)
     assert Counter(results) == {"inserted": 1, "23505": 15}
-    assert db.scalar(
-        "select count(*) from public.usage_tracking t join public.users u on u.id = t.user_id where u.email = %s",
-        (email,),
-    ) == 1
+    assert (
+        db.scalar(
+            "select count(*) from public.usage_tracking t join public.users u on u.id = t.user_id where u.email = %s",
+            (email,),
+        )
+        == 1
+    )

@@ -160,9 +160,7 @@ def test_same_reference_grants_once(db: Db) -> None:
     [(6, "5.00", True), (5, "6.00", True), (5, "5.00", False)],
     ids=["other-credits", "other-amount", "other-user"],
 )
-def test_same_reference_with_different_details_conflicts(
-    db: Db, credits: int, amount: str, same_user: bool
-) -> None:
+def test_same_reference_with_different_details_conflicts(db: Db, credits: int, amount: str, same_user: bool) -> None:
     user = db.create_user()
     reference = f"BMC-{uuid.uuid4().hex[:8]}"
     grant(db, user, 5, "5.00", reference)
@@ -245,7 +243,10 @@ def test_user_checks_own_credits_but_not_anothers(db: Db) -> None:
 def test_service_only_functions_refuse_users_and_anon(db: Db, role: str, call: str) -> None:
     user = db.create_user()
     before = db.usage(user)
-    with pytest.raises(psycopg.Error) as denied, db.request(role, user if role == "authenticated" else None) as conn:
+    with (
+        pytest.raises(psycopg.Error) as denied,
+        db.request(role, user if role == "authenticated" else None) as conn,
+    ):
         conn.execute(call, {"user": user})
     assert denied.value.sqlstate == "42501"
     assert db.usage(user) == before

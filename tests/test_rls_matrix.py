@@ -51,7 +51,8 @@ READ_ONLY = {
 
 TARGETS = [
     Target(
-        "public.users", "owner",
+        "public.users",
+        "owner",
         insert="insert into public.users (id, email) values (%(owner)s, %(owner_email)s) returning id",
         insert_setup="delete from public.users where id = '{owner}'",
         update_set="name = 'Renamed'",
@@ -63,33 +64,38 @@ TARGETS = [
         },
     ),
     Target(
-        "public.ideas", "idea",
+        "public.ideas",
+        "idea",
         insert="insert into public.ideas (user_id, title) values (%(owner)s, 'New idea') returning id",
         update_set="title = 'Changed'",
         expected=OWNED,
     ),
     Target(
-        "public.credentials", "credential",
+        "public.credentials",
+        "credential",
         insert="insert into public.credentials (user_id, provider, encrypted_value) "
         "values (%(owner)s, 'openai', 'ciphertext') returning id",
         update_set="is_active = false",
         expected=OWNED,
     ),
     Target(
-        "public.executions", "execution",
+        "public.executions",
+        "execution",
         insert="insert into public.executions (user_id) values (%(owner)s) returning id",
         update_set="error_message = 'tampered'",
         expected=READ_ONLY,
     ),
     Target(
-        "public.outputs", "output",
+        "public.outputs",
+        "output",
         insert="insert into public.outputs (execution_id, user_id, format, content) "
         "values (%(execution)s, %(owner)s, 'blog_post', '{}') returning id",
         update_set="content = '{\"tampered\": true}'",
         expected=READ_ONLY,
     ),
     Target(
-        "public.blog_posts", "private_post",
+        "public.blog_posts",
+        "private_post",
         insert="insert into public.blog_posts (user_id, title, slug, markdown_content, html_content, is_public) "
         "values (%(owner)s, 'T', 'matrix-new', 'm', 'h', false) returning id",
         update_set="title = 'Changed'",
@@ -101,7 +107,8 @@ TARGETS = [
         },
     ),
     Target(
-        "public.blog_posts", "public_post",
+        "public.blog_posts",
+        "public_post",
         insert="insert into public.blog_posts (user_id, title, slug, markdown_content, html_content, is_public) "
         "values (%(owner)s, 'T', 'matrix-new-public', 'm', 'h', true) returning id",
         update_set="title = 'Changed'",
@@ -113,27 +120,31 @@ TARGETS = [
         },
     ),
     Target(
-        "public.usage_tracking", "usage",
+        "public.usage_tracking",
+        "usage",
         insert="insert into public.usage_tracking (user_id) values (%(owner)s) returning id",
         insert_setup="delete from public.usage_tracking where user_id = '{owner}'",
         update_set="paid_credits_remaining = 1000",
         expected=READ_ONLY,
     ),
     Target(
-        "public.payment_receipts", "receipt",
+        "public.payment_receipts",
+        "receipt",
         insert="insert into public.payment_receipts (user_id, amount_usd, credits_purchased) "
         "values (%(owner)s, 1.00, 1) returning id",
         update_set="status = 'refunded'",
         expected=READ_ONLY,
     ),
     Target(
-        "public.credit_charges", "charge",
+        "public.credit_charges",
+        "charge",
         insert="insert into public.credit_charges (user_id, credit_type) values (%(owner)s, 'free') returning id",
         update_set="credit_type = 'paid'",
         expected=READ_ONLY,
     ),
     Target(
-        "storage.objects", "object",
+        "storage.objects",
+        "object",
         insert="insert into storage.objects (bucket_id, name) values ('images', %(owner)s || '/new.png') returning id",
         update_set="metadata = '{\"size\": 1}'",
         expected={
@@ -168,21 +179,28 @@ def rows(db: Db) -> dict[str, Any]:
 
         idea = one("insert into public.ideas (user_id, title) values (%s, 'Owner idea') returning id", owner)
         credential = one(
-            "insert into public.credentials (user_id, provider, encrypted_value) values (%s, 'github', 'c') returning id",
+            "insert into public.credentials (user_id, provider, encrypted_value) "
+            "values (%s, 'github', 'c') returning id",
             owner,
         )
         execution = one(
-            "insert into public.executions (user_id, selected_idea_id) values (%s, %s) returning id", owner, idea
+            "insert into public.executions (user_id, selected_idea_id) values (%s, %s) returning id",
+            owner,
+            idea,
         )
         output = one(
             "insert into public.outputs (execution_id, user_id, idea_id, format, content) "
             "values (%s, %s, %s, 'blog_post', '{}') returning id",
-            execution, owner, idea,
+            execution,
+            owner,
+            idea,
         )
         private_post = one(
-            "insert into public.blog_posts (output_id, user_id, title, slug, markdown_content, html_content, is_public) "
+            "insert into public.blog_posts "
+            "(output_id, user_id, title, slug, markdown_content, html_content, is_public) "
             "values (%s, %s, 'Private', 'private', 'm', 'h', false) returning id",
-            output, owner,
+            output,
+            owner,
         )
         public_post = one(
             "insert into public.blog_posts (user_id, title, slug, markdown_content, html_content, is_public) "
@@ -190,20 +208,29 @@ def rows(db: Db) -> dict[str, Any]:
             owner,
         )
         usage = one("select id from public.usage_tracking where user_id = %s", owner)
-        receipt = one(
-            "select public.add_paid_credits(%s, 1, 1.00, %s, 'matrix', null)", owner, f"BMC-{uuid.uuid4()}"
-        )
+        receipt = one("select public.add_paid_credits(%s, 1, 1.00, %s, 'matrix', null)", owner, f"BMC-{uuid.uuid4()}")
         charge_type = one("select public.consume_expansion_credit(%s)", owner)
         assert charge_type == "free"
         charge = one("select id from public.credit_charges where user_id = %s", owner)
         obj = one(
             "insert into storage.objects (bucket_id, name, owner) values ('images', %s || '/a.png', %s) returning id",
-            str(owner), owner,
+            str(owner),
+            owner,
         )
     return {
-        "owner": owner, "other": other, "owner_email": owner_email, "idea": idea, "credential": credential,
-        "execution": execution, "output": output, "private_post": private_post, "public_post": public_post,
-        "usage": usage, "receipt": receipt, "charge": charge, "object": obj,
+        "owner": owner,
+        "other": other,
+        "owner_email": owner_email,
+        "idea": idea,
+        "credential": credential,
+        "execution": execution,
+        "output": output,
+        "private_post": private_post,
+        "public_post": public_post,
+        "usage": usage,
+        "receipt": receipt,
+        "charge": charge,
+        "object": obj,
     }
 
 
@@ -214,8 +241,12 @@ def run_cell(db: Db, rows: dict[str, Any], target: Target, op: str, actor: str) 
         "other": ("authenticated", rows["other"]),
         "service": ("service_role", None),
     }[actor]
-    params = {"owner": str(rows["owner"]), "owner_email": rows["owner_email"], "execution": rows["execution"],
-              "id": rows[target.row]}
+    params = {
+        "owner": str(rows["owner"]),
+        "owner_email": rows["owner_email"],
+        "execution": rows["execution"],
+        "id": rows[target.row],
+    }
     statement = {
         "select": f"select {target.id_column} from {target.table} where id = %(id)s",
         "insert": target.insert,
@@ -261,7 +292,8 @@ def test_owner_cannot_write_outside_own_images_folder(db: Db, rows: dict[str, An
 def test_owner_cannot_move_an_image_into_another_folder(db: Db, rows: dict[str, Any]) -> None:
     with pytest.raises(psycopg.Error) as denied, db.as_user(rows["owner"], commit=False) as conn:
         conn.execute(
-            "update storage.objects set name = %s where id = %s", (f"{rows['other']}/stolen.png", rows["object"])
+            "update storage.objects set name = %s where id = %s",
+            (f"{rows['other']}/stolen.png", rows["object"]),
         )
     assert denied.value.sqlstate == DENIED
 

