@@ -156,3 +156,14 @@ def test_cli_reports_unreachable_database_in_one_line() -> None:
     assert result.exit_code == 1
     assert "cannot connect to the database" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_reset_without_seed(fresh_database: FreshDatabase, project: SupabaseProject) -> None:
+    url = fresh_database()
+    result = CliRunner().invoke(
+        app, ["db", "reset", "--yes", "--no-seed", "--db-url", url, "--project-dir", str(project.root)]
+    )
+    assert result.exit_code == 0, result.output
+    assert ", seeded" not in result.output
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select count(*) from public.users").fetchone() == (0,)
