@@ -1,7 +1,16 @@
-"""idea-expansion: Automated Idea Expansion on Supabase."""
+"""idea-expansion: Automated Idea Expansion on Supabase.
+
+from idea_expansion import IdeaExpansion
+
+with IdeaExpansion.from_env() as client:          # service role
+    me = client.for_user(user_id)                 # every call as that user; RLS decides
+    me.ideas.create(title="A CLI that explains regexes")
+    client.credits.consume(user_id, idempotency_key=execution_id)
+"""
 
 from __future__ import annotations
 
+from ._client import IdeaExpansion
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -9,29 +18,77 @@ from ._exceptions import (
     ConflictError,
     ConnectionError,
     DatabaseSetupError,
+    DecryptionError,
     IdeaExpansionError,
     InsufficientCreditsError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    StorageError,
     TimeoutError,
 )
 from ._settings import Settings
 from ._version import __version__
+from .backends.postgres import PostgresBackend
+from .backends.rest import RestBackend
+from .crypto import Encryptor, generate_key
+from .resources.ideas import IdeaPage
+from .types import (
+    BlogPost,
+    Credential,
+    CreditCharge,
+    CreditType,
+    Execution,
+    ExecutionStatus,
+    Idea,
+    IdeaStatus,
+    Output,
+    OutputFormat,
+    PaymentReceipt,
+    PaymentStatus,
+    Provider,
+    Usage,
+    User,
+    ValidationStatus,
+)
 
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BlogPost",
     "ConfigurationError",
     "ConflictError",
     "ConnectionError",
+    "Credential",
+    "CreditCharge",
+    "CreditType",
     "DatabaseSetupError",
+    "DecryptionError",
+    "Encryptor",
+    "Execution",
+    "ExecutionStatus",
+    "Idea",
+    "IdeaExpansion",
     "IdeaExpansionError",
+    "IdeaPage",
+    "IdeaStatus",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "NotFoundError",
+    "Output",
+    "OutputFormat",
+    "PaymentReceipt",
+    "PaymentStatus",
     "PermissionDeniedError",
+    "PostgresBackend",
+    "Provider",
+    "RestBackend",
     "Settings",
+    "StorageError",
     "TimeoutError",
+    "Usage",
+    "User",
+    "ValidationStatus",
     "__version__",
+    "generate_key",
 ]

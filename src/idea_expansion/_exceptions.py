@@ -8,12 +8,15 @@
     │   ├── NotFoundError             PGRST116, PT404: no such row / user
     │   ├── ConflictError             23505, 23503: duplicate or dangling reference
     │   ├── InvalidRequestError       23514, 23502, 22xxx, P0001: the input broke a rule
-    │   └── InsufficientCreditsError  PT402: no credits left
+    │   ├── InsufficientCreditsError  PT402: no credits left
+    │   └── StorageError              Supabase Storage refused (other than the cases above)
+    ├── DecryptionError               a credential cannot be decrypted (tampered, moved, wrong key)
     ├── DatabaseSetupError            the local database could not be bootstrapped or migrated
     ├── ConnectionError               the database or API could not be reached
     └── TimeoutError                  it did not answer in time
 
-Errors are chosen by SQLSTATE / PostgREST code in `error_from_code`, never by message text.
+Errors are chosen by SQLSTATE / PostgREST code in `error_from_code` (Storage: by HTTP status in
+`storage_error`), never by message text.
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ __all__ = [
     "ConflictError",
     "ConnectionError",
     "DatabaseSetupError",
+    "DecryptionError",
     "IdeaExpansionError",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "NotFoundError",
     "PermissionDeniedError",
+    "StorageError",
     "TimeoutError",
     "error_from_code",
+    "storage_error",
 ]
 
 
@@ -47,6 +53,11 @@ class ConfigurationError(IdeaExpansionError):
 
 class DatabaseSetupError(IdeaExpansionError):
     """The database could not be bootstrapped, migrated or seeded."""
+
+
+class DecryptionError(IdeaExpansionError):
+    """A stored credential could not be decrypted: tampered with, moved to another user or provider,
+    malformed, or encrypted under a key that is not configured. The message never holds the secret."""
 
 
 class ConnectionError(IdeaExpansionError):
@@ -115,6 +126,10 @@ class InsufficientCreditsError(APIError):
     """The user has no free or paid credits left."""
 
 
+class StorageError(APIError):
+    """Supabase Storage (or the local store) refused a request for another reason."""
+
+
 _EXACT: dict[str, type[APIError]] = {
     "PT402": InsufficientCreditsError,
     "PT404": NotFoundError,
@@ -144,3 +159,29 @@ def error_from_code(
         # Class 22 is "data exception": bad input of every kind (invalid uuid, null argument, ...).
         cls = InvalidRequestError if (code or "").startswith("22") else APIError
     return cls(message, code=code, details=details, hint=hint, raw=raw)
+
+
+_STORAGE_STATUS: dict[int, type[APIError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: InvalidRequestError,
+    415: InvalidRequestError,
+}
+
+
+def storage_error(status: int | str | None, message: str, *, code: str | None = None, raw: Any = None) -> APIError:
+    """Build the error for a Storage API failure. Storage reports RLS refusals as 400/403 with an
+    `Unauthorized` error code; anything not mapped by status is a `StorageError`."""
+    try:
+        status_code = int(status) if status is not None else None
+    except ValueError:
+        status_code = None
+    cls: type[APIError] = StorageError
+    if code == "Unauthorized" or status_code == 403:
+        cls = PermissionDeniedError
+    elif status_code is not None:
+        cls = _STORAGE_STATUS.get(status_code, StorageError)
+    return cls(message, code=code or (str(status_code) if status_code is not None else None), raw=raw)

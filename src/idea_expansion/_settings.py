@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -51,6 +53,23 @@ class Settings(BaseSettings):
 
     encryption_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ENCRYPTION_KEY"))
     """64 hex characters (32 bytes): the AES-256-GCM key for stored credentials."""
+
+    encryption_keys_old: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ENCRYPTION_KEYS_OLD"))
+    """Comma-separated older keys, still accepted for decryption until `credentials.rotate()` has run."""
+
+    backend: Literal["rest", "postgres"] | None = Field(
+        default=None, validation_alias=AliasChoices("IDEA_EXPANSION_BACKEND")
+    )
+    """Force a backend; by default REST when SUPABASE_URL is set, else direct Postgres."""
+
+    storage_dir: str | None = Field(default=None, validation_alias=AliasChoices("IDEA_EXPANSION_STORAGE_DIR"))
+    """Where the Postgres backend keeps stored files (default: the user cache directory)."""
+
+    def older_encryption_keys(self) -> list[str]:
+        """ENCRYPTION_KEYS_OLD split into keys."""
+        if self.encryption_keys_old is None:
+            return []
+        return [k.strip() for k in self.encryption_keys_old.get_secret_value().split(",") if k.strip()]
 
     def require(self, name: str) -> str:
         """Return a setting's value, or raise `ConfigurationError` saying how to set it."""

@@ -48,6 +48,7 @@ create policy "Users can delete their own credentials"
 
 revoke all on table public.credentials from public, anon, authenticated;
 grant select, delete on table public.credentials to authenticated;
-grant insert (id, user_id, provider, encrypted_value, is_active) on table public.credentials to authenticated;
+grant insert (id, user_id, provider, encrypted_value, is_active, validation_status)
+  on table public.credentials to authenticated;
 grant update (encrypted_value, is_active, validation_status) on table public.credentials to authenticated;
 grant all on table public.credentials to service_role;

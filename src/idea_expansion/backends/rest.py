@@ -1,0 +1,200 @@
+"""RestBackend: the Supabase API (PostgREST /rest/v1, Storage /storage/v1) through supabase-py.
+
+One long-lived httpx client (HTTP/1.1, explicit timeouts) serves every scope: the service client
+sends the service-role key; a user scope sends the anon key as `apikey` and the user's JWT (minted
+with the project's JWT secret, or the access token the caller passed) as `Authorization`. PostgREST
+verifies the token and RLS decides; nothing is filtered here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import httpx
+from postgrest.exceptions import APIError as PostgrestAPIError
+from storage3.exceptions import StorageApiError
+from supabase import Client, ClientOptions, create_client
+
+from .._exceptions import (
+    ConfigurationError,
+    ConnectionError,
+    InvalidRequestError,
+    TimeoutError,
+    error_from_code,
+    storage_error,
+)
+from .._jwt import mint_user_token
+from .._version import __version__
+from ._base import Delete, Eq, Filter, In, Insert, Is, Json, Keyset, Request, Rpc, Scope, Select, Update
+
+__all__ = ["RestBackend"]
+
+CLIENT_INFO = f"idea-expansion/{__version__}"
+T = TypeVar("T")
+
+
+class RestBackend:
+    """Runs requests against the Supabase API."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        service_role_key: str,
+        anon_key: str | None = None,
+        jwt_secret: str | None = None,
+        httpx_client: httpx.Client | None = None,
+        supabase_client: Client | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._anon_key = anon_key
+        self._jwt_secret = jwt_secret
+        self._owns_http = httpx_client is None
+        # HTTP/1.1 on purpose: pooled HTTP/2 connections gave supabase-py users "Server disconnected".
+        self._http = httpx_client or httpx.Client(
+            http2=False,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"X-Client-Info": CLIENT_INFO},
+        )
+        self._service_key = service_role_key
+        self._service = supabase_client or self._client(service_role_key, authorization=None)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    # -- clients per scope -------------------------------------------------------------------------
+    def _client(self, api_key: str, *, authorization: str | None) -> Client:
+        headers = {"X-Client-Info": CLIENT_INFO}
+        if authorization:
+            headers["Authorization"] = f"Bearer {authorization}"
+        options = ClientOptions(
+            headers=headers,
+            httpx_client=self._http,
+            auto_refresh_token=False,
+            persist_session=False,
+        )
+        return create_client(self.url, api_key, options=options)
+
+    def client_for(self, scope: Scope) -> Client:
+        """The supabase-py client that sends `scope`'s credentials."""
+        if scope.role == "service_role":
+            return self._service
+        if self._anon_key is None:
+            raise ConfigurationError(
+                "SUPABASE_ANON_KEY is not set: user and anonymous requests send it as their apikey "
+                "(Dashboard -> Settings -> API, or `supabase status`)"
+            )
+        if scope.role == "anon":
+            return self._client(self._anon_key, authorization=None)
+        token = scope.access_token
+        if token is None:
+            if self._jwt_secret is None or scope.user_id is None:
+                raise ConfigurationError(
+                    "SUPABASE_JWT_SECRET is not set: for_user() mints the user's token with it "
+                    "(Dashboard -> Settings -> API -> JWT secret), or use for_access_token(token)"
+                )
+            token = mint_user_token(self._jwt_secret, scope.user_id)
+        return self._client(self._anon_key, authorization=token)
+
+    # -- Backend protocol --------------------------------------------------------------------------
+    def execute(self, request: Request, scope: Scope) -> list[dict[str, Any]]:
+        table = self.client_for(scope).table(_table_name(request))
+        if isinstance(request, Select):
+            query: Any = table.select(",".join(request.columns) or "*")
+            query = _apply_filters(query, request.filters)
+            for order in request.order:
+                query = query.order(order.column, desc=order.descending)
+            if request.limit is not None:
+                query = query.limit(request.limit)
+            if request.offset:
+                query = query.offset(request.offset)
+        elif isinstance(request, Insert):
+            rows = [{k: _jsonable(v) for k, v in row.items()} for row in request.rows]
+            if request.on_conflict:
+                query = table.upsert(rows, on_conflict=",".join(request.on_conflict))
+            else:
+                query = table.insert(rows)
+        elif isinstance(request, Update):
+            query = _apply_filters(table.update({k: _jsonable(v) for k, v in request.values.items()}), request.filters)
+        elif isinstance(request, Delete):
+            query = _apply_filters(table.delete(), request.filters)
+        else:  # pragma: no cover - the Request union is closed
+            raise InvalidRequestError(f"unsupported request {request!r}")
+        data = self._call(lambda: query.execute().data)
+        return list(data or [])
+
+    def rpc(self, request: Rpc, scope: Scope) -> Any:
+        client = self.client_for(scope)
+        args = {k: _jsonable(v) for k, v in request.args.items()}
+        return self._call(lambda: client.rpc(request.function, args).execute().data)
+
+    def storage_call(self, scope: Scope, bucket: str, operation: Callable[[Any], T]) -> T:
+        """Run a storage3 operation on `bucket` as `scope`, mapping Storage errors."""
+        bucket_api = self.client_for(scope).storage.from_(bucket)
+        return self._call(lambda: operation(bucket_api))
+
+    @staticmethod
+    def _call(operation: Callable[[], T]) -> T:
+        try:
+            return operation()
+        except PostgrestAPIError as exc:
+            raw = exc.json()
+            raise error_from_code(
+                exc.code, exc.message or "request failed", details=_text(exc.details), hint=exc.hint, raw=raw
+            ) from None
+        except StorageApiError as exc:
+            raise storage_error(exc.status, exc.message, code=exc.code, raw=exc.to_dict()) from None
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(f"the Supabase API did not answer in time: {exc}") from None
+        except httpx.TransportError as exc:
+            raise ConnectionError(f"cannot reach the Supabase API: {exc}") from None
+
+
+def _table_name(request: Request) -> str:
+    return request.table
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Json):
+        return value.value
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _literal(value: Any) -> str:
+    """A value inside a PostgREST logic tree, double-quoted so , . : ( ) stay literal."""
+    text = str(_jsonable(value))
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _apply_filters(query: Any, filters: tuple[Filter, ...] | list[Filter] | Any) -> Any:
+    for f in filters:
+        if isinstance(f, Eq):
+            query = query.eq(f.column, _jsonable(f.value))
+        elif isinstance(f, In):
+            query = query.in_(f.column, [_jsonable(v) for v in f.values])
+        elif isinstance(f, Is):
+            query = query.is_(f.column, {None: "null", True: "true", False: "false"}[f.value])
+        elif isinstance(f, Keyset):
+            value = _literal(f.sort_value)
+            query = query.or_(f"{f.column}.lt.{value},and({f.column}.eq.{value},id.lt.{_literal(f.id)})")
+        else:  # pragma: no cover - the Filter union is closed
+            raise InvalidRequestError(f"unsupported filter {f!r}")
+    return query

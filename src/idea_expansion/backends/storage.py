@@ -1,0 +1,158 @@
+"""File storage for the `images` bucket: Supabase Storage over REST, or a local directory beside a
+direct Postgres database. Both enforce the same rules the same way: the object's row in
+`storage.objects` is written or read as the caller, so the bucket's RLS policies decide."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from psycopg.types.json import Jsonb
+
+from .._exceptions import InvalidRequestError, NotFoundError, StorageError
+from ._base import Scope
+from .postgres import PostgresBackend
+from .rest import RestBackend
+
+__all__ = ["LocalStorage", "RestStorage", "StorageBackend", "check_object_path"]
+
+
+def check_object_path(path: str) -> str:
+    """Reject paths that could escape a folder or that Storage would refuse."""
+    if not path or path.startswith("/") or "\\" in path or "\x00" in path:
+        raise InvalidRequestError(f"invalid storage path {path!r}: use a relative path such as '<user_id>/image.png'")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidRequestError(f"invalid storage path {path!r}: empty, '.' or '..' segments are not allowed")
+    if len(path) > 1024:
+        raise InvalidRequestError("invalid storage path: longer than 1024 characters")
+    return path
+
+
+class StorageBackend(Protocol):
+    def upload(self, bucket: str, path: str, data: bytes, content_type: str, upsert: bool, scope: Scope) -> str: ...
+    def download(self, bucket: str, path: str, scope: Scope) -> bytes: ...
+    def remove(self, bucket: str, paths: list[str], scope: Scope) -> list[str]: ...
+    def signed_url(self, bucket: str, path: str, expires_in: int, scope: Scope) -> str: ...
+    def public_url(self, bucket: str, path: str) -> str: ...
+
+
+class RestStorage:
+    """Supabase Storage (/storage/v1) through supabase-py's storage3."""
+
+    def __init__(self, backend: RestBackend) -> None:
+        self._backend = backend
+
+    def upload(self, bucket: str, path: str, data: bytes, content_type: str, upsert: bool, scope: Scope) -> str:
+        options: Any = {"content-type": content_type, "upsert": "true" if upsert else "false"}
+        self._backend.storage_call(scope, bucket, lambda api: api.upload(path, data, options))
+        return path
+
+    def download(self, bucket: str, path: str, scope: Scope) -> bytes:
+        data: bytes = self._backend.storage_call(scope, bucket, lambda api: api.download(path))
+        return data
+
+    def remove(self, bucket: str, paths: list[str], scope: Scope) -> list[str]:
+        removed = self._backend.storage_call(scope, bucket, lambda api: api.remove(paths))
+        return [item["name"] for item in removed]
+
+    def signed_url(self, bucket: str, path: str, expires_in: int, scope: Scope) -> str:
+        response = self._backend.storage_call(scope, bucket, lambda api: api.create_signed_url(path, expires_in))
+        return str(response.get("signedURL") or response.get("signedUrl"))
+
+    def public_url(self, bucket: str, path: str) -> str:
+        return f"{self._backend.url}/storage/v1/object/public/{bucket}/{path}"
+
+
+class LocalStorage:
+    """Files in a local directory; their metadata rows in `storage.objects`, written as the caller.
+
+    A row the caller's policies refuse means no file is written; the file is written inside the row's
+    transaction, so a failed write leaves no row. Signed URLs are plain file URLs: there is no server.
+    """
+
+    def __init__(self, backend: PostgresBackend, root: Path) -> None:
+        self._backend = backend
+        self.root = root
+
+    def _file(self, bucket: str, path: str) -> Path:
+        return self.root / bucket / path
+
+    def upload(self, bucket: str, path: str, data: bytes, content_type: str, upsert: bool, scope: Scope) -> str:
+        metadata = Jsonb({"mimetype": content_type, "size": len(data)})
+        conflict = (
+            "on conflict (bucket_id, name) do update set metadata = excluded.metadata, updated_at = now()"
+            if upsert
+            else ""
+        )
+        self._check_bucket_limits(bucket, len(data), content_type)
+        with self._backend.transaction(scope) as conn:
+            conn.execute(
+                "insert into storage.objects (bucket_id, name, owner, metadata) "
+                f"values (%s, %s, auth.uid(), %s) {conflict}",
+                (bucket, path, metadata),
+            )
+            self._write(self._file(bucket, path), data)
+        return path
+
+    def _check_bucket_limits(self, bucket: str, size: int, content_type: str) -> None:
+        # Like the Storage server, read the bucket's settings with its own rights, not the caller's.
+        with self._backend.transaction(Scope("service_role")) as conn:
+            row = conn.execute(
+                "select file_size_limit, allowed_mime_types from storage.buckets where id = %s", (bucket,)
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"bucket {bucket!r} not found", code="404")
+        if row["file_size_limit"] is not None and size > row["file_size_limit"]:
+            raise InvalidRequestError(
+                f"the object is {size} bytes; bucket {bucket!r} allows {row['file_size_limit']}", code="413"
+            )
+        allowed = row["allowed_mime_types"]
+        if allowed and content_type not in allowed:
+            raise InvalidRequestError(
+                f"content type {content_type} is not allowed in bucket {bucket!r} ({', '.join(allowed)})",
+                code="415",
+            )
+
+    def download(self, bucket: str, path: str, scope: Scope) -> bytes:
+        with self._backend.transaction(scope) as conn:
+            row = conn.execute(
+                "select 1 from storage.objects where bucket_id = %s and name = %s", (bucket, path)
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"object {path!r} not found (or not visible to this client)", code="404")
+        try:
+            return self._file(bucket, path).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"object {path!r} has a row but no file under {self.root}", code="500") from None
+
+    def remove(self, bucket: str, paths: list[str], scope: Scope) -> list[str]:
+        with self._backend.transaction(scope) as conn:
+            rows = conn.execute(
+                "delete from storage.objects where bucket_id = %s and name = any(%s) returning name", (bucket, paths)
+            ).fetchall()
+        removed = [r["name"] for r in rows]
+        for name in removed:
+            self._file(bucket, name).unlink(missing_ok=True)
+        return removed
+
+    def signed_url(self, bucket: str, path: str, expires_in: int, scope: Scope) -> str:
+        self.download(bucket, path, scope)  # the same visibility check a signed URL request makes
+        return self._file(bucket, path).resolve().as_uri()
+
+    def public_url(self, bucket: str, path: str) -> str:
+        return self._file(bucket, path).resolve().as_uri()
+
+    @staticmethod
+    def _write(target: Path, data: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,69 @@
+"""What every resource shares: the client's backend and scope, id parsing, row validation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ValidationError
+
+from .._exceptions import IdeaExpansionError, InvalidRequestError, NotFoundError
+from ..backends._base import Request, Rpc, Scope
+
+if TYPE_CHECKING:
+    from .._client import IdeaExpansion
+
+M = TypeVar("M", bound=BaseModel)
+IdLike = UUID | str
+
+
+def parse_id(value: IdLike, what: str = "id") -> UUID:
+    """A UUID from a UUID or its text; anything else is an `InvalidRequestError` before any round trip."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise InvalidRequestError(f"invalid {what}: {value!r} is not a UUID") from None
+
+
+class Resource:
+    """Base of the resources: requests run through the client's backend, as the client's scope."""
+
+    def __init__(self, client: IdeaExpansion) -> None:
+        self._client = client
+
+    @property
+    def _scope(self) -> Scope:
+        return self._client.scope
+
+    def _rows(self, request: Request) -> list[dict[str, Any]]:
+        return self._client.backend.execute(request, self._scope)
+
+    def _rpc(self, request: Rpc) -> Any:
+        return self._client.backend.rpc(request, self._scope)
+
+    def _one(self, model: type[M], request: Request, what: str) -> M:
+        rows = self._rows(request)
+        if not rows:
+            raise NotFoundError(f"{what} not found (or not visible to this client)", code="PGRST116")
+        return to_model(model, rows[0])
+
+    def _many(self, model: type[M], request: Request) -> list[M]:
+        return [to_model(model, row) for row in self._rows(request)]
+
+    def _owner(self, user_id: IdLike | None) -> UUID:
+        """The user a call is about: the given id, else the user this client acts as."""
+        if user_id is not None:
+            return parse_id(user_id, "user id")
+        if self._scope.user_id is not None:
+            return self._scope.user_id
+        raise InvalidRequestError("user_id is required when the client is not acting as a user (use for_user())")
+
+
+def to_model(model: type[M], row: dict[str, Any]) -> M:
+    """Validate one row; a row the model cannot hold is a bug (models and migrations drifted)."""
+    try:
+        return model.model_validate(row)
+    except ValidationError as exc:
+        raise IdeaExpansionError(f"unexpected {model.__name__} row from the database: {exc}") from exc

@@ -1,0 +1,149 @@
+"""`client.executions`, `client.outputs`, `client.blog_posts`: what runs produced. Users read their own;
+the service client writes them (the pipeline's database functions will do most of that)."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from ..backends._base import Eq, Filter, Insert, Json, Order, Select, Update
+from ..types import BlogPost, Execution, ExecutionStatus, Output, OutputFormat
+from ._base import IdLike, Resource, parse_id
+
+
+def _limit(limit: int) -> int:
+    from .._exceptions import InvalidRequestError
+
+    if not 1 <= limit <= 1000:
+        raise InvalidRequestError(f"limit must be between 1 and 1000, not {limit}")
+    return limit
+
+
+class Executions(Resource):
+    """Pipeline runs (`public.executions`)."""
+
+    def get(self, execution_id: IdLike) -> Execution:
+        """A run by id."""
+        return self._one(
+            Execution, Select("executions", [Eq("id", parse_id(execution_id, "execution id"))]), "execution"
+        )
+
+    def list(
+        self, *, status: ExecutionStatus | str | None = None, limit: int = 50, user_id: IdLike | None = None
+    ) -> builtins.list[Execution]:
+        """Runs, newest first."""
+        filters: builtins.list[Filter] = []
+        if user_id is not None:
+            filters.append(Eq("user_id", parse_id(user_id, "user id")))
+        if status is not None:
+            filters.append(Eq("status", ExecutionStatus(status).value))
+        return self._many(
+            Execution, Select("executions", filters, order=[Order("started_at", descending=True)], limit=_limit(limit))
+        )
+
+    def create(self, *, user_id: IdLike, selected_idea_id: IdLike | None = None) -> Execution:
+        """Record a new running execution (service client)."""
+        row = {
+            "user_id": parse_id(user_id, "user id"),
+            "selected_idea_id": None if selected_idea_id is None else parse_id(selected_idea_id, "idea id"),
+        }
+        return self._one(Execution, Insert("executions", [row]), "execution")
+
+    def update(self, execution_id: IdLike, **values: Any) -> Execution:
+        """Change columns of a run (service client); the database checks every value."""
+        return self._one(
+            Execution,
+            Update("executions", values, [Eq("id", parse_id(execution_id, "execution id"))]),
+            "execution",
+        )
+
+
+class Outputs(Resource):
+    """Generated content (`public.outputs`)."""
+
+    def get(self, output_id: IdLike) -> Output:
+        """An output by id."""
+        return self._one(Output, Select("outputs", [Eq("id", parse_id(output_id, "output id"))]), "output")
+
+    def list(
+        self,
+        *,
+        execution_id: IdLike | None = None,
+        format: OutputFormat | str | None = None,
+        limit: int = 50,
+        user_id: IdLike | None = None,
+    ) -> builtins.list[Output]:
+        """Outputs, newest first."""
+        filters: builtins.list[Filter] = []
+        if user_id is not None:
+            filters.append(Eq("user_id", parse_id(user_id, "user id")))
+        if execution_id is not None:
+            filters.append(Eq("execution_id", parse_id(execution_id, "execution id")))
+        if format is not None:
+            filters.append(Eq("format", OutputFormat(format).value))
+        return self._many(
+            Output, Select("outputs", filters, order=[Order("created_at", descending=True)], limit=_limit(limit))
+        )
+
+    def create(
+        self,
+        *,
+        execution_id: IdLike,
+        user_id: IdLike,
+        format: OutputFormat | str,
+        content: dict[str, Any],
+        idea_id: IdLike | None = None,
+    ) -> Output:
+        """Store generated content (service client)."""
+        row = {
+            "execution_id": parse_id(execution_id, "execution id"),
+            "user_id": parse_id(user_id, "user id"),
+            "idea_id": None if idea_id is None else parse_id(idea_id, "idea id"),
+            "format": OutputFormat(format).value,
+            "content": Json(content),
+        }
+        return self._one(Output, Insert("outputs", [row]), "output")
+
+
+class BlogPosts(Resource):
+    """Blog posts (`public.blog_posts`). Public posts are readable by anyone, signed in or not."""
+
+    def get(self, post_id: IdLike) -> BlogPost:
+        """A post by id."""
+        return self._one(BlogPost, Select("blog_posts", [Eq("id", parse_id(post_id, "post id"))]), "blog post")
+
+    def get_by_slug(self, slug: str, *, user_id: IdLike | None = None) -> BlogPost:
+        """A post by its slug (unique per user)."""
+        return self._one(
+            BlogPost,
+            Select("blog_posts", [Eq("user_id", self._owner(user_id)), Eq("slug", slug)]),
+            f"blog post {slug!r}",
+        )
+
+    def list(self, *, user_id: IdLike | None = None, limit: int = 50) -> builtins.list[BlogPost]:
+        """Posts visible to this client, newest first (a user sees their own and public ones)."""
+        filters: builtins.list[Filter] = [] if user_id is None else [Eq("user_id", parse_id(user_id, "user id"))]
+        return self._many(
+            BlogPost, Select("blog_posts", filters, order=[Order("created_at", descending=True)], limit=_limit(limit))
+        )
+
+    def list_public(self, *, limit: int = 50) -> builtins.list[BlogPost]:
+        """Public posts of every user, newest first."""
+        return self._many(
+            BlogPost,
+            Select(
+                "blog_posts",
+                [Eq("is_public", True)],
+                order=[Order("published_at", descending=True)],
+                limit=_limit(limit),
+            ),
+        )
+
+    def create(self, *, user_id: IdLike | None = None, output_id: IdLike | None = None, **values: Any) -> BlogPost:
+        """Create a post (the owner or the service client); the database checks slug, lengths and tags."""
+        row = {
+            "user_id": self._owner(user_id),
+            "output_id": None if output_id is None else parse_id(output_id, "output id"),
+            **values,
+        }
+        return self._one(BlogPost, Insert("blog_posts", [row]), "blog post")

@@ -1,0 +1,74 @@
+"""Closed sets, mirroring the SQL `check (... in (...))` constraints value for value."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "CreditType",
+    "ExecutionStatus",
+    "IdeaStatus",
+    "OutputFormat",
+    "PaymentStatus",
+    "Provider",
+    "ValidationStatus",
+]
+
+
+class IdeaStatus(StrEnum):
+    """`ideas.status`: pending -> expanded | archived; expanded -> archived."""
+
+    PENDING = "pending"
+    EXPANDED = "expanded"
+    ARCHIVED = "archived"
+
+
+class Provider(StrEnum):
+    """`credentials.provider`."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GITHUB = "github"
+    TWITTER = "twitter"
+    REPLICATE = "replicate"
+
+
+class ValidationStatus(StrEnum):
+    """`credentials.validation_status`."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    NOT_CHECKED = "not_checked"
+
+
+class OutputFormat(StrEnum):
+    """`outputs.format` and `executions.format_chosen`."""
+
+    BLOG_POST = "blog_post"
+    TWITTER_THREAD = "twitter_thread"
+    GITHUB_REPO = "github_repo"
+    IMAGE = "image"
+
+
+class ExecutionStatus(StrEnum):
+    """`executions.status`."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PARTIAL = "partial"
+
+
+class PaymentStatus(StrEnum):
+    """`payment_receipts.status`."""
+
+    PENDING = "pending"
+    VERIFIED = "verified"
+    REFUNDED = "refunded"
+
+
+class CreditType(StrEnum):
+    """What `consume_expansion_credit` spent."""
+
+    FREE = "free"
+    PAID = "paid"

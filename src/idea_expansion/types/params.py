@@ -1,0 +1,116 @@
+"""Validated inputs for create/update calls. They mirror the database's CHECK constraints so bad
+input fails before a round trip, with the same rule in the message; the database stays the authority."""
+
+from __future__ import annotations
+
+import zoneinfo
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from .._exceptions import InvalidRequestError
+
+__all__ = ["GitHubSignIn", "IdeaCreate", "IdeaUpdate", "UserCreate", "UserUpdate", "parse_params"]
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Europe/Paris')") from exc
+    return value
+
+
+def _email(value: str) -> str:
+    local, at, domain = value.partition("@")
+    if not (at and local and domain) or any(ch.isspace() for ch in value):
+        raise ValueError(f"not an e-mail address: {value!r}")
+    return value.lower()
+
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=10_000)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(_email)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+Bullet = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+Link = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class IdeaCreate(Params):
+    """A new idea."""
+
+    title: Title
+    """1-200 characters (surrounding blanks removed)."""
+    description: Description | None = None
+    """Up to 10,000 characters."""
+    bullets: list[Bullet] = Field(default_factory=list, max_length=50)
+    """Up to 50 bullet points."""
+    external_links: list[Link] = Field(default_factory=list, max_length=20)
+    """Up to 20 links."""
+
+
+class IdeaUpdate(Params):
+    """Changes to an idea; fields left None stay as they are."""
+
+    title: Title | None = None
+    """1-200 characters."""
+    description: Description | None = None
+    """Up to 10,000 characters."""
+    bullets: list[Bullet] | None = Field(default=None, max_length=50)
+    """Replaces all bullet points."""
+    external_links: list[Link] | None = Field(default=None, max_length=20)
+    """Replaces all links."""
+
+
+class UserUpdate(Params):
+    """Changes to a profile; fields left None stay as they are."""
+
+    name: Name | None = None
+    """Display name, up to 200 characters."""
+    timezone: TimeZone | None = None
+    """IANA time zone name."""
+
+
+class UserCreate(Params):
+    """A new user."""
+
+    email: Email
+    """E-mail address (stored lower-case)."""
+    name: Name | None = None
+    """Display name."""
+    timezone: TimeZone = "UTC"
+    """IANA time zone name."""
+
+
+class GitHubSignIn(Params):
+    """What a GitHub OAuth sign-in tells us about the user."""
+
+    email: Email
+    """The GitHub e-mail address (stored lower-case)."""
+    name: Name | None = None
+    """The GitHub display name."""
+    login: Name
+    """The GitHub login (used as the name when there is none)."""
+    access_token: Annotated[str, StringConstraints(min_length=1)]
+    """The OAuth access token; stored encrypted, never in clear."""
+    timezone: TimeZone = "UTC"
+    """IANA time zone name."""
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def parse_params(model: type[P], **values: Any) -> P:
+    """Validate input, turning pydantic's error into `InvalidRequestError` (without echoing secrets)."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'input'}: {error['msg']}" for error in exc.errors()
+        )
+        raise InvalidRequestError(f"invalid {model.__name__}: {problems}") from None

@@ -1,0 +1,254 @@
+"""One pydantic model per table row. Field names, types and nullability mirror the migrations; a test
+compares them with information_schema.columns of a freshly reset database."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from .enums import CreditType, ExecutionStatus, IdeaStatus, OutputFormat, PaymentStatus, Provider, ValidationStatus
+
+__all__ = [
+    "BlogPost",
+    "Credential",
+    "CreditCharge",
+    "Execution",
+    "Idea",
+    "Output",
+    "PaymentReceipt",
+    "Usage",
+    "User",
+]
+
+
+class Row(BaseModel):
+    """Base of every row model: immutable, and strict about unknown columns."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class User(Row):
+    """A `public.users` row."""
+
+    id: UUID
+    """Primary key; equals `auth.users.id` for Supabase Auth users."""
+    email: str
+    """Lower-case e-mail address, unique."""
+    name: str | None
+    """Display name."""
+    timezone: str
+    """IANA time zone name."""
+    created_at: AwareDatetime
+    """When the user was created."""
+    updated_at: AwareDatetime
+    """When the row last changed."""
+
+
+class Idea(Row):
+    """A `public.ideas` row."""
+
+    id: UUID
+    """Primary key."""
+    user_id: UUID
+    """Owner."""
+    title: str
+    """1-200 characters."""
+    description: str | None
+    """Up to 10,000 characters."""
+    bullets: list[Any]
+    """Bullet points (JSON array, at most 50)."""
+    external_links: list[Any]
+    """Links (JSON array, at most 20)."""
+    status: IdeaStatus
+    """pending, expanded or archived."""
+    priority_score: int
+    """Judge score 0-100."""
+    last_evaluated_at: AwareDatetime | None
+    """When the judge last scored it."""
+    times_evaluated: int
+    """How many times the judge scored it."""
+    created_at: AwareDatetime
+    """When it was created."""
+    updated_at: AwareDatetime
+    """When it last changed."""
+
+
+class Credential(Row):
+    """Metadata of a `public.credentials` row. The ciphertext is never part of the model."""
+
+    id: UUID
+    """Primary key."""
+    user_id: UUID
+    """Owner."""
+    provider: Provider
+    """Which service the secret is for."""
+    is_active: bool
+    """Inactive credentials are never decrypted."""
+    validation_status: ValidationStatus
+    """valid, invalid or not_checked."""
+    created_at: AwareDatetime
+    """When it was first stored."""
+    updated_at: AwareDatetime
+    """When it last changed."""
+
+
+class Execution(Row):
+    """A `public.executions` row: the audit trail of one pipeline run."""
+
+    id: UUID
+    """Primary key; also the idempotency key of the run's credit charge."""
+    user_id: UUID
+    """Who the run was for."""
+    selected_idea_id: UUID | None
+    """The idea expanded (null once the idea is deleted)."""
+    judge_reasoning: str | None
+    """Why the judge scored the idea as it did."""
+    judge_score: int | None
+    """0-100."""
+    format_chosen: OutputFormat | None
+    """The chosen output format."""
+    format_reasoning: str | None
+    """Why that format."""
+    status: ExecutionStatus
+    """running, completed, failed or partial."""
+    error_message: str | None
+    """What went wrong, for failed and partial runs."""
+    error_step: str | None
+    """The stage that failed."""
+    tokens_used: int
+    """Tokens summed over every model call."""
+    duration_seconds: int | None
+    """Whole seconds from start to finish."""
+    started_at: AwareDatetime
+    """When the run started."""
+    completed_at: AwareDatetime | None
+    """When the run finished (null while running)."""
+
+
+class Output(Row):
+    """A `public.outputs` row: generated content."""
+
+    id: UUID
+    """Primary key."""
+    execution_id: UUID
+    """The run that produced it."""
+    user_id: UUID
+    """Owner."""
+    idea_id: UUID | None
+    """The idea it came from (null once the idea is deleted)."""
+    format: OutputFormat
+    """blog_post, twitter_thread, github_repo or image."""
+    content: dict[str, Any]
+    """Format-specific content (JSON object)."""
+    published: bool
+    """True once published somewhere (then publication_url is set)."""
+    publication_url: str | None
+    """Where it was published."""
+    publication_metadata: dict[str, Any]
+    """Publisher details (JSON object)."""
+    created_at: AwareDatetime
+    """When it was generated."""
+    published_at: AwareDatetime | None
+    """When it was published."""
+
+
+class BlogPost(Row):
+    """A `public.blog_posts` row."""
+
+    id: UUID
+    """Primary key."""
+    output_id: UUID | None
+    """The output it renders (1:1)."""
+    user_id: UUID
+    """Owner."""
+    title: str
+    """Post title."""
+    slug: str
+    """URL slug, unique per user."""
+    markdown_content: str
+    """The post in Markdown."""
+    html_content: str
+    """The post rendered to HTML."""
+    meta_description: str | None
+    """At most 160 characters."""
+    tags: list[str]
+    """At most 20 tags."""
+    is_public: bool
+    """Public posts are readable by anyone."""
+    published_at: AwareDatetime | None
+    """When it was published."""
+    created_at: AwareDatetime
+    """When it was created."""
+    updated_at: AwareDatetime
+    """When it last changed."""
+
+
+class Usage(Row):
+    """A `public.usage_tracking` row: a user's credits and lifetime counters."""
+
+    id: UUID
+    """Primary key."""
+    user_id: UUID
+    """Owner."""
+    free_expansions_remaining: int
+    """Free expansions left."""
+    paid_credits_remaining: int
+    """Paid credits left."""
+    total_expansions_used: int
+    """Lifetime expansions charged."""
+    total_free_used: int
+    """Lifetime free expansions used."""
+    total_paid_used: int
+    """Lifetime paid credits used."""
+    created_at: AwareDatetime
+    """When the row was created."""
+    updated_at: AwareDatetime
+    """When it last changed."""
+
+    @property
+    def total_remaining(self) -> int:
+        """Free plus paid credits left."""
+        return self.free_expansions_remaining + self.paid_credits_remaining
+
+
+class PaymentReceipt(Row):
+    """A `public.payment_receipts` row."""
+
+    id: UUID
+    """Primary key."""
+    user_id: UUID
+    """Who paid."""
+    amount_usd: Decimal = Field(max_digits=10, decimal_places=2)
+    """Amount paid in USD."""
+    credits_purchased: int
+    """Credits granted."""
+    bmc_reference: str | None
+    """Buy Me a Coffee reference; a reference is granted once."""
+    notes: str | None
+    """Admin notes."""
+    verified_by: str | None
+    """Who verified the payment."""
+    status: PaymentStatus
+    """pending, verified or refunded."""
+    created_at: AwareDatetime
+    """When it was recorded."""
+    verified_at: AwareDatetime | None
+    """When it was verified."""
+
+
+class CreditCharge(Row):
+    """A `public.credit_charges` row: one consumed credit."""
+
+    id: UUID
+    """Primary key."""
+    user_id: UUID
+    """Whose credit."""
+    idempotency_key: UUID | None
+    """The execution id that made the charge, if any."""
+    credit_type: CreditType
+    """free or paid."""
+    created_at: AwareDatetime
+    """When it was charged."""
