@@ -68,3 +68,20 @@ def db(database_url: str) -> Iterator[Db]:
     handle = Db(database_url)
     yield handle
     handle.close()
+
+
+@pytest.fixture(scope="session")
+def encryption_key() -> str:
+    from idea_expansion import generate_key
+
+    return generate_key()
+
+
+@pytest.fixture(scope="session")
+def client(database_url: str, encryption_key: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The SDK's service client on the test database (direct Postgres backend)."""
+    from idea_expansion import IdeaExpansion, Settings
+
+    settings = Settings(_env_file=None, DATABASE_URL=database_url, ENCRYPTION_KEY=encryption_key)  # type: ignore[call-arg]
+    with IdeaExpansion(settings=settings, backend="postgres", storage_dir=tmp_path_factory.mktemp("storage")) as sdk:
+        yield sdk

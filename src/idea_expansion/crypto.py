@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._exceptions import ConfigurationError, DecryptionError
 
-__all__ = ["Encryptor", "generate_key", "key_id"]
+__all__ = ["Encryptor", "generate_key", "key_id", "open_sealed", "seal"]
 
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
@@ -54,6 +54,22 @@ def parse_key(value: str, *, name: str = "ENCRYPTION_KEY") -> bytes:
         return bytes.fromhex(text)
     except ValueError:
         raise ConfigurationError(f"{name} must contain only hexadecimal characters (0-9, a-f); {_KEY_HINT}") from None
+
+
+def seal(aead: AESGCM, nonce: bytes, plaintext: bytes, aad: bytes | None) -> tuple[bytes, bytes]:
+    """AES-GCM encryption split the way we store it: (ciphertext, 16-byte tag)."""
+    sealed = aead.encrypt(nonce, plaintext, aad)
+    return sealed[:-_TAG_BYTES], sealed[-_TAG_BYTES:]
+
+
+def open_sealed(aead: AESGCM, nonce: bytes, ciphertext: bytes, tag: bytes, aad: bytes | None) -> bytes:
+    """The inverse of `seal`. Raises `DecryptionError` when the tag does not verify."""
+    if len(tag) != _TAG_BYTES:
+        raise DecryptionError("invalid encrypted data: the tag must be 16 bytes")
+    try:
+        return aead.decrypt(nonce, ciphertext + tag, aad)
+    except InvalidTag:
+        raise DecryptionError("decryption failed: authentication tag mismatch") from None
 
 
 def _aad(user_id: UUID | str, provider: str) -> bytes:
@@ -89,15 +105,9 @@ class Encryptor:
     def encrypt(self, plaintext: str, *, user_id: UUID | str, provider: str) -> str:
         """Encrypt `plaintext` for (user, provider); returns the JSON envelope to store."""
         nonce = secrets.token_bytes(_NONCE_BYTES)
-        sealed = self._current.aead.encrypt(nonce, plaintext.encode("utf-8"), _aad(user_id, provider))
+        ciphertext, tag = seal(self._current.aead, nonce, plaintext.encode("utf-8"), _aad(user_id, provider))
         return json.dumps(
-            {
-                "v": 2,
-                "kid": self._current.id,
-                "iv": nonce.hex(),
-                "ct": sealed[:-_TAG_BYTES].hex(),
-                "tag": sealed[-_TAG_BYTES:].hex(),
-            },
+            {"v": 2, "kid": self._current.id, "iv": nonce.hex(), "ct": ciphertext.hex(), "tag": tag.hex()},
             separators=(",", ":"),
         )
 
@@ -130,8 +140,8 @@ class Encryptor:
         if len(nonce) != _NONCE_BYTES or len(tag) != _TAG_BYTES:
             raise DecryptionError("invalid encrypted data: wrong nonce or tag length")
         try:
-            return key.aead.decrypt(nonce, ct + tag, _aad(user_id, provider)).decode("utf-8")
-        except InvalidTag:
+            return open_sealed(key.aead, nonce, ct, tag, _aad(user_id, provider)).decode("utf-8")
+        except DecryptionError:
             raise DecryptionError(
                 "decryption failed: the data was tampered with, belongs to another user or provider, "
                 "or the key is wrong"
@@ -146,8 +156,8 @@ class Encryptor:
             raise DecryptionError("invalid encrypted data: the legacy format needs a 16-byte IV and a 16-byte tag")
         for key in self._legacy_order:
             try:
-                return key.aead.decrypt(iv, ct + tag, None).decode("utf-8")
-            except InvalidTag:
+                return open_sealed(key.aead, iv, ct, tag, None).decode("utf-8")
+            except DecryptionError:
                 continue
         raise DecryptionError(
             "decryption failed: the data was tampered with or no configured key matches (legacy format)"

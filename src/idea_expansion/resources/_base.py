@@ -44,10 +44,14 @@ class Resource:
         return self._client.backend.rpc(request, self._scope)
 
     def _one(self, model: type[M], request: Request, what: str) -> M:
+        return to_model(model, self._first(request, what))
+
+    def _first(self, request: Request, what: str) -> dict[str, Any]:
+        """The first row a write returned; none means RLS hid it (or nothing matched)."""
         rows = self._rows(request)
         if not rows:
             raise NotFoundError(f"{what} not found (or not visible to this client)", code="PGRST116")
-        return to_model(model, rows[0])
+        return rows[0]
 
     def _many(self, model: type[M], request: Request) -> list[M]:
         return [to_model(model, row) for row in self._rows(request)]

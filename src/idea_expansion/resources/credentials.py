@@ -9,7 +9,7 @@ from .._exceptions import InvalidRequestError, NotFoundError
 from ..backends._base import Eq, Insert, Is, Select, Update
 from ..crypto import Encryptor
 from ..types import Credential, Provider, ValidationStatus
-from ._base import IdLike, Resource
+from ._base import IdLike, Resource, to_model
 
 # Everything but the ciphertext: listing credentials never moves a secret over the wire.
 _METADATA = ("id", "user_id", "provider", "is_active", "validation_status", "created_at", "updated_at")
@@ -54,8 +54,8 @@ class Credentials(Resource):
             "is_active": True,
             "validation_status": ValidationStatus.NOT_CHECKED.value,
         }
-        rows = self._rows(Insert("credentials", [row], on_conflict=("user_id", "provider")))
-        return Credential.model_validate({k: rows[0][k] for k in _METADATA})
+        stored = self._first(Insert("credentials", [row], on_conflict=("user_id", "provider")), "credential")
+        return to_model(Credential, {k: stored[k] for k in _METADATA})
 
     def get_secret(self, provider: Provider | str, *, user_id: IdLike | None = None) -> str:
         """Decrypt the active secret for `provider`.
@@ -80,7 +80,7 @@ class Credentials(Resource):
     def list(self, *, user_id: IdLike | None = None) -> builtins.list[Credential]:
         """Credential metadata (never the secret), for the acting user or `user_id`."""
         rows = self._rows(Select("credentials", [Eq("user_id", self._owner(user_id))], columns=_METADATA))
-        return [Credential.model_validate(r) for r in rows]
+        return [to_model(Credential, r) for r in rows]
 
     def deactivate(self, provider: Provider | str, *, user_id: IdLike | None = None) -> Credential:
         """Stop using a credential (it is kept, but never decrypted again until `set`)."""
@@ -115,9 +115,8 @@ class Credentials(Resource):
 
     def _update(self, provider: Provider | str, values: dict[str, Any], user_id: IdLike | None) -> Credential:
         provider = _provider(provider)
-        rows = self._rows(
-            Update("credentials", values, [Eq("user_id", self._owner(user_id)), Eq("provider", provider.value)])
+        stored = self._first(
+            Update("credentials", values, [Eq("user_id", self._owner(user_id)), Eq("provider", provider.value)]),
+            f"{provider.value} credential",
         )
-        if not rows:
-            raise NotFoundError(f"no {provider.value} credential", code="PGRST116")
-        return Credential.model_validate({k: rows[0][k] for k in _METADATA})
+        return to_model(Credential, {k: stored[k] for k in _METADATA})

@@ -8,7 +8,7 @@ from .._exceptions import NotFoundError
 from ..backends._base import Delete, Eq, Insert, Select, Update
 from ..types import GitHubSignIn, Provider, User, UserCreate, UserUpdate
 from ..types.params import parse_params
-from ._base import IdLike, Resource, parse_id, to_model
+from ._base import IdLike, Resource, parse_id
 
 
 class Users(Resource):
@@ -35,14 +35,15 @@ class Users(Resource):
             GitHubSignIn, email=email, login=login, access_token=access_token, name=name, timezone=timezone
         )
         encryptor = self._client.encryptor  # fail on a missing key before writing anything
-        rows = self._rows(
+        user = self._one(
+            User,
             Insert(
                 "users",
                 [{"email": params.email, "name": params.name or params.login, "timezone": params.timezone}],
                 on_conflict=("email",),
-            )
+            ),
+            "user",
         )
-        user = to_model(User, rows[0])
         self._client.credentials.set(Provider.GITHUB, params.access_token, user_id=user.id, _encryptor=encryptor)
         return user
 
