@@ -140,7 +140,9 @@ def legacy_encrypt(key: bytes, plaintext: str) -> str:
     """What the original app wrote (encryption.ts): 16-byte IV, no AAD, hex fields in this order."""
     iv = secrets.token_bytes(16)
     sealed = AESGCM(key).encrypt(iv, plaintext.encode(), None)
-    return json.dumps({"ciphertext": sealed[:-16].hex(), "iv": iv.hex(), "authTag": sealed[-16:].hex()}, separators=(",", ":"))
+    return json.dumps(
+        {"ciphertext": sealed[:-16].hex(), "iv": iv.hex(), "authTag": sealed[-16:].hex()}, separators=(",", ":")
+    )
 
 
 def test_reads_the_original_apps_format_and_flags_it_for_rotation() -> None:
@@ -166,9 +168,7 @@ def test_older_keys_decrypt_and_only_the_current_one_encrypts() -> None:
     assert json.loads(fresh)["kid"] == rotated.current_key_id
 
 
-@pytest.mark.parametrize(
-    ("value", "fragment"), [("", "got 0"), ("ab" * 31, "got 62"), ("zz" * 32, "hexadecimal")]
-)
+@pytest.mark.parametrize(("value", "fragment"), [("", "got 0"), ("ab" * 31, "got 62"), ("zz" * 32, "hexadecimal")])
 def test_bad_keys_are_configuration_errors_that_never_echo_the_key(value: str, fragment: str) -> None:
     with pytest.raises(ConfigurationError, match=fragment) as failure:
         parse_key(value)

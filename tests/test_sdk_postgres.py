@@ -299,10 +299,18 @@ def test_credits_through_the_sdk(client: IdeaExpansion, alice: IdeaExpansion) ->
 
 @pytest.mark.parametrize(
     ("credits", "amount", "fragment"),
-    [(0, "5", "positive integer"), (1.5, "5", "positive integer"), (5, "5abc", "must be a number"),
-     (5, "-1", "positive"), (5, "1.001", "two decimal places"), (5, 5.0, "not a float")],
+    [
+        (0, "5", "positive integer"),
+        (1.5, "5", "positive integer"),
+        (5, "5abc", "must be a number"),
+        (5, "-1", "positive"),
+        (5, "1.001", "two decimal places"),
+        (5, 5.0, "not a float"),
+    ],
 )
-def test_grant_validation(client: IdeaExpansion, alice: IdeaExpansion, credits: object, amount: object, fragment: str) -> None:
+def test_grant_validation(
+    client: IdeaExpansion, alice: IdeaExpansion, credits: object, amount: object, fragment: str
+) -> None:
     with pytest.raises(InvalidRequestError, match=fragment):
         client.credits.grant(uid(alice), credits, amount)  # type: ignore[arg-type]
     assert alice.credits.balance().paid_credits_remaining == 0
@@ -355,3 +363,34 @@ def test_storage_enforces_bucket_limits(alice: IdeaExpansion) -> None:
         alice.storage.upload(f"{uid(alice)}/x.txt", b"x", content_type="text/plain")
     with pytest.raises(InvalidRequestError, match="allows 5242880"):
         alice.storage.upload(f"{uid(alice)}/big.png", b"x" * (5 * 1024 * 1024 + 1))
+
+
+def test_access_tokens_are_verified_on_direct_postgres(database_url: str, encryption_key: str) -> None:
+    import time
+
+    import jwt
+
+    from idea_expansion import AuthenticationError, ConfigurationError, Settings
+
+    secret = "a-project-jwt-secret-that-is-long-enough-0123"
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, DATABASE_URL=database_url, ENCRYPTION_KEY=encryption_key, SUPABASE_JWT_SECRET=secret
+    )
+    with IdeaExpansion(settings=settings, backend="postgres") as sdk:
+        user = sdk.users.create(email=email())
+        claims = {"sub": str(user.id), "role": "authenticated", "aud": "authenticated", "exp": int(time.time()) + 60}
+        assert sdk.for_access_token(jwt.encode(claims, secret)).users.me().id == user.id
+        for bad in (
+            jwt.encode(claims, "another-secret-that-is-also-long-enough-012"),
+            jwt.encode(claims | {"exp": int(time.time()) - 10}, secret),
+            jwt.encode(claims | {"role": "service_role"}, secret),
+            "not-a-jwt",
+        ):
+            with pytest.raises(AuthenticationError):
+                sdk.for_access_token(bad)
+    without_secret = Settings(_env_file=None, DATABASE_URL=database_url)  # type: ignore[call-arg]
+    with (
+        IdeaExpansion(settings=without_secret, backend="postgres") as sdk,
+        pytest.raises(ConfigurationError, match="SUPABASE_JWT_SECRET"),
+    ):
+        sdk.for_access_token(jwt.encode(claims, secret))

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from .enums import CreditType, ExecutionStatus, IdeaStatus, OutputFormat, PaymentStatus, Provider, ValidationStatus
 
@@ -222,7 +222,7 @@ class PaymentReceipt(Row):
     user_id: UUID
     """Who paid."""
     amount_usd: Decimal = Field(max_digits=10, decimal_places=2)
-    """Amount paid in USD."""
+    """Amount paid in USD (numeric(10,2)). PostgREST sends it as a JSON number; it is read back at cents."""
     credits_purchased: int
     """Credits granted."""
     bmc_reference: str | None
@@ -237,6 +237,14 @@ class PaymentReceipt(Row):
     """When it was recorded."""
     verified_at: AwareDatetime | None
     """When it was verified."""
+
+    @field_validator("amount_usd", mode="before")
+    @classmethod
+    def _to_cents(cls, value: object) -> object:
+        # A JSON number like 5.00 arrives as the float 5.0: go through its text and keep two places.
+        if isinstance(value, float | int | str):
+            return Decimal(str(value)).quantize(Decimal("0.01"))
+        return value
 
 
 class CreditCharge(Row):
