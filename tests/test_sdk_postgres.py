@@ -85,6 +85,8 @@ def test_users_get_update_delete(client: IdeaExpansion, alice: IdeaExpansion, bo
     assert client.users.get(uid(bob)).name == "Bob"
     with pytest.raises(PermissionDeniedError):
         alice.users.delete(me.id)
+    with pytest.raises(PermissionDeniedError):
+        alice.users.create(email=email())
     client.users.delete(uid(bob))
     with pytest.raises(NotFoundError):
         client.users.get(uid(bob))

@@ -15,8 +15,8 @@
     ├── ConnectionError               the database or API could not be reached
     └── TimeoutError                  it did not answer in time
 
-Errors are chosen by SQLSTATE / PostgREST code in `error_from_code` (Storage: by HTTP status in
-`storage_error`), never by message text.
+Errors are chosen in one function, `error_from_code`, by SQLSTATE / PostgREST code (and Storage's
+error code and status), never by message text.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ __all__ = [
     "StorageError",
     "TimeoutError",
     "error_from_code",
-    "storage_error",
 ]
 
 
@@ -145,22 +144,6 @@ _EXACT: dict[str, type[APIError]] = {
 }
 
 
-def error_from_code(
-    code: str | None,
-    message: str,
-    *,
-    details: str | None = None,
-    hint: str | None = None,
-    raw: Any = None,
-) -> APIError:
-    """Build the most specific `APIError` for a SQLSTATE or PostgREST code."""
-    cls = _EXACT.get(code or "")
-    if cls is None:
-        # Class 22 is "data exception": bad input of every kind (invalid uuid, null argument, ...).
-        cls = InvalidRequestError if (code or "").startswith("22") else APIError
-    return cls(message, code=code, details=details, hint=hint, raw=raw)
-
-
 _STORAGE_STATUS: dict[int, type[APIError]] = {
     400: InvalidRequestError,
     401: AuthenticationError,
@@ -172,16 +155,29 @@ _STORAGE_STATUS: dict[int, type[APIError]] = {
 }
 
 
-def storage_error(status: int | str | None, message: str, *, code: str | None = None, raw: Any = None) -> APIError:
-    """Build the error for a Storage API failure. Storage reports RLS refusals as 400/403 with an
-    `Unauthorized` error code; anything not mapped by status is a `StorageError`."""
-    try:
-        status_code = int(status) if status is not None else None
-    except ValueError:
-        status_code = None
-    cls: type[APIError] = StorageError
-    if code == "Unauthorized" or status_code == 403:
-        cls = PermissionDeniedError
-    elif status_code is not None:
-        cls = _STORAGE_STATUS.get(status_code, StorageError)
-    return cls(message, code=code or (str(status_code) if status_code is not None else None), raw=raw)
+def error_from_code(
+    code: str | None,
+    message: str,
+    *,
+    status: int | str | None = None,
+    details: str | None = None,
+    hint: str | None = None,
+    raw: Any = None,
+) -> APIError:
+    """The most specific `APIError` for a failure, from its code alone; the one place errors are mapped.
+
+    `code` is a SQLSTATE or PostgREST code (PT402, 42501, PGRST116, ...), or for Supabase Storage its
+    `error` field, which comes with the `statusCode` as `status`. Storage reports an RLS refusal as
+    `Unauthorized` (statusCode 403) and everything else by status.
+    """
+    cls = _EXACT.get(code or "")
+    if cls is None and (code or "").startswith("22"):
+        # Class 22 is "data exception": bad input of every kind (invalid uuid, null argument, ...).
+        cls = InvalidRequestError
+    if cls is None and status is not None:
+        try:
+            status_code: int | None = int(status)
+        except ValueError:
+            status_code = None
+        cls = PermissionDeniedError if code == "Unauthorized" else _STORAGE_STATUS.get(status_code or 0, StorageError)
+    return (cls or APIError)(message, code=code, details=details, hint=hint, raw=raw)

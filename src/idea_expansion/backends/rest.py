@@ -25,7 +25,6 @@ from .._exceptions import (
     InvalidRequestError,
     TimeoutError,
     error_from_code,
-    storage_error,
 )
 from .._jwt import mint_user_token
 from .._version import __version__
@@ -149,7 +148,7 @@ class RestBackend:
                 exc.code, exc.message or "request failed", details=_text(exc.details), hint=exc.hint, raw=raw
             ) from None
         except StorageApiError as exc:
-            raise storage_error(exc.status, exc.message, code=exc.code, raw=exc.to_dict()) from None
+            raise error_from_code(exc.code, exc.message, status=exc.status, raw=exc.to_dict()) from None
         except httpx.TimeoutException as exc:
             raise TimeoutError(f"the Supabase API did not answer in time: {exc}") from None
         except httpx.TransportError as exc:
