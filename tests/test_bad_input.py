@@ -93,6 +93,22 @@ CHECK_CASES: dict[str, tuple[str, str]] = {
         "update public.executions set status = 'failed', completed_at = started_at - interval '1 second' "
         "where id = %(execution)s",
     ),
+    "executions_requested_format_check": (
+        "executions",
+        "update public.executions set requested_format = 'video' where id = %(execution)s",
+    ),
+    "executions_current_stage_check": (
+        "executions",
+        "update public.executions set current_stage = 'dreaming' where id = %(execution)s",
+    ),
+    "executions_worker_id_length": (
+        "executions",
+        "update public.executions set worker_id = repeat('w', 201) where id = %(execution)s",
+    ),
+    "credit_charges_status_check": (
+        "credit_charges",
+        "insert into public.credit_charges (user_id, credit_type, status) values (%(user)s, 'free', 'lost')",
+    ),
     "outputs_format_check": ("outputs", "update public.outputs set format = 'video' where id = %(output)s"),
     "outputs_content_check": ("outputs", "update public.outputs set content = '[]' where id = %(output)s"),
     "outputs_publication_metadata_check": (

@@ -57,6 +57,11 @@ GUIDE_COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "duration_seconds": ("integer", "YES"),
         "started_at": ("timestamp with time zone", "NO"),
         "completed_at": ("timestamp with time zone", "YES"),
+        "idempotency_key": ("uuid", "YES"),
+        "requested_format": ("text", "YES"),
+        "current_stage": ("text", "YES"),
+        "worker_id": ("text", "YES"),
+        "heartbeat_at": ("timestamp with time zone", "YES"),
     },
     "outputs": {
         "id": ("uuid", "NO"),
@@ -115,6 +120,7 @@ GUIDE_COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "idempotency_key": ("uuid", "YES"),
         "credit_type": ("text", "NO"),
         "created_at": ("timestamp with time zone", "NO"),
+        "status": ("text", "NO"),
     },
 }
 
@@ -250,6 +256,13 @@ EXPECTED_EXECUTE = {
     "enforce_idea_status_transition()": set(),
     "create_usage_for_new_user()": set(),
     "handle_auth_user_change()": set(),
+    "start_expansion(uuid,uuid,text,uuid,boolean)": {"service_role"},
+    "settle_expansion_credit(uuid,boolean)": {"service_role"},
+    "record_expansion_stage(uuid,text,jsonb)": {"service_role"},
+    "finish_expansion(uuid,text,jsonb)": {"service_role"},
+    "mark_expansion_partial(uuid,text,text)": {"service_role"},
+    "claim_next_expansion(text)": {"service_role"},
+    "reap_stale_expansions(interval)": {"service_role"},
 }
 
 

@@ -148,7 +148,10 @@ def _execute(conn: psycopg.Connection[Any], statement: str, *, what: str) -> Non
         conn.execute(statement)
     except psycopg.Error as exc:
         diag = exc.diag
-        first_line = statement.strip().splitlines()[0] if statement.strip() else ""
+        code_lines = [
+            line for line in statement.strip().splitlines() if line.strip() and not line.lstrip().startswith("--")
+        ]
+        first_line = code_lines[0].strip() if code_lines else ""
         raise DatabaseSetupError(
             f"{what} failed at `{first_line[:80]}`: {diag.message_primary or exc}"
             + (f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else "")

@@ -1,11 +1,22 @@
 """Typed rows, enums and parameters."""
 
-from .enums import CreditType, ExecutionStatus, IdeaStatus, OutputFormat, PaymentStatus, Provider, ValidationStatus
+from .enums import (
+    ChargeStatus,
+    CreditType,
+    ExecutionStatus,
+    IdeaStatus,
+    OutputFormat,
+    PaymentStatus,
+    Provider,
+    Stage,
+    ValidationStatus,
+)
 from .params import GitHubSignIn, IdeaCreate, IdeaUpdate, UserCreate, UserUpdate
 from .rows import BlogPost, Credential, CreditCharge, Execution, Idea, Output, PaymentReceipt, Usage, User
 
 __all__ = [
     "BlogPost",
+    "ChargeStatus",
     "Credential",
     "CreditCharge",
     "CreditType",
@@ -21,6 +32,7 @@ __all__ = [
     "PaymentReceipt",
     "PaymentStatus",
     "Provider",
+    "Stage",
     "Usage",
     "User",
     "UserCreate",

@@ -5,12 +5,14 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "ChargeStatus",
     "CreditType",
     "ExecutionStatus",
     "IdeaStatus",
     "OutputFormat",
     "PaymentStatus",
     "Provider",
+    "Stage",
     "ValidationStatus",
 ]
 
@@ -51,8 +53,9 @@ class OutputFormat(StrEnum):
 
 
 class ExecutionStatus(StrEnum):
-    """`executions.status`."""
+    """`executions.status`: queued -> running -> completed | partial | failed."""
 
+    QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -65,6 +68,29 @@ class PaymentStatus(StrEnum):
     PENDING = "pending"
     VERIFIED = "verified"
     REFUNDED = "refunded"
+
+
+class ChargeStatus(StrEnum):
+    """`credit_charges.status`: a run's credit is held, then captured or released."""
+
+    HELD = "held"
+    CAPTURED = "captured"
+    RELEASED = "released"
+
+
+class Stage(StrEnum):
+    """`executions.current_stage` and `executions.error_step` values the pipeline writes."""
+
+    QUEUED = "queued"
+    SELECT = "select"
+    JUDGE = "judge"
+    CHOOSE_FORMAT = "choose_format"
+    GENERATE = "generate"
+    IMAGE = "image"
+    PUBLISH = "publish"
+    PERSIST = "persist"
+    DONE = "done"
+    TIMEOUT = "timeout"
 
 
 class CreditType(StrEnum):

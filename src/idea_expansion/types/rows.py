@@ -9,7 +9,17 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from .enums import CreditType, ExecutionStatus, IdeaStatus, OutputFormat, PaymentStatus, Provider, ValidationStatus
+from .enums import (
+    ChargeStatus,
+    CreditType,
+    ExecutionStatus,
+    IdeaStatus,
+    OutputFormat,
+    PaymentStatus,
+    Provider,
+    Stage,
+    ValidationStatus,
+)
 
 __all__ = [
     "BlogPost",
@@ -117,7 +127,7 @@ class Execution(Row):
     error_message: str | None
     """What went wrong, for failed and partial runs."""
     error_step: str | None
-    """The stage that failed."""
+    """The stage that failed (a `Stage` value when the pipeline wrote it)."""
     tokens_used: int
     """Tokens summed over every model call."""
     duration_seconds: int | None
@@ -125,7 +135,17 @@ class Execution(Row):
     started_at: AwareDatetime
     """When the run started."""
     completed_at: AwareDatetime | None
-    """When the run finished (null while running)."""
+    """When the run finished (null while queued or running)."""
+    idempotency_key: UUID | None
+    """The caller's key: expanding again with it returns this run."""
+    requested_format: OutputFormat | None
+    """The format the caller forced, if any."""
+    current_stage: Stage | None
+    """The stage the run is in (done once finished)."""
+    worker_id: str | None
+    """The worker that claimed a queued run."""
+    heartbeat_at: AwareDatetime | None
+    """Last sign of life; running runs without one for too long are reaped."""
 
 
 class Output(Row):
@@ -259,4 +279,6 @@ class CreditCharge(Row):
     credit_type: CreditType
     """free or paid."""
     created_at: AwareDatetime
-    """When it was charged."""
+    """When it was charged (or held)."""
+    status: ChargeStatus
+    """held while the run is in flight, then captured, or released when the run failed."""
