@@ -255,7 +255,13 @@ def test_idea_status_transitions(db: Db, rows: dict[str, Any], old: str, new: st
     idea = row[0]
     allowed = old == new or (old, new) in ALLOWED
     statement = "update public.ideas set status = %s where id = %s returning status"
-    if allowed:
+    if allowed and new == "expanded" and old == "pending" and role == "authenticated":
+        # A legal transition, but only an expansion run (the service role) makes it.
+        with pytest.raises(psycopg.Error) as refused, db.request(role, user) as conn:
+            conn.execute(statement, (new, idea))
+        assert refused.value.sqlstate == "42501"
+        assert db.scalar("select status from public.ideas where id = %s", (idea,)) == old
+    elif allowed:
         with db.request(role, user if role == "authenticated" else None) as conn:
             assert conn.execute(statement, (new, idea)).fetchone() == (new,)
     else:

@@ -53,6 +53,24 @@ def test_reset_twice_and_migrate_when_current(fresh_database: FreshDatabase, pro
         assert database_kind(conn) == "compat"
 
 
+def test_reset_drops_dependent_views_and_serial_columns(
+    fresh_database: FreshDatabase, project: SupabaseProject
+) -> None:
+    """Objects a cascade removes first (owned sequences, dependent views) must not break the drop."""
+    url = fresh_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        reset(conn, project, seed=False)
+        conn.execute("create table public.scratch (id serial primary key, at tstzrange)")
+        conn.execute("create view public.scratch_v1 as select id from public.scratch")
+        conn.execute("create view public.scratch_v2 as select id from public.scratch_v1")
+        conn.execute("create type public.mood as enum ('ok')")
+        reset(conn, project, seed=False)
+        left = conn.execute(
+            "select count(*) from pg_class where relnamespace = 'public'::regnamespace and relname like 'scratch%'"
+        ).fetchone()
+        assert left == (0,)
+
+
 def test_seed_is_rerunnable_and_leaves_the_admin_alone(fresh_database: FreshDatabase, project: SupabaseProject) -> None:
     url = fresh_database()
     with psycopg.connect(url, autocommit=True) as conn:

@@ -101,7 +101,7 @@ TARGETS = [
         update_set="title = 'Changed'",
         expected={
             "select": (0, 1, 0, 1),
-            "insert": (DENIED, 1, DENIED, 1),
+            "insert": (DENIED, DENIED, DENIED, 1),
             "update": (DENIED, 1, 0, 1),
             "delete": (DENIED, 1, 0, 1),
         },
@@ -114,7 +114,7 @@ TARGETS = [
         update_set="title = 'Changed'",
         expected={
             "select": (1, 1, 1, 1),
-            "insert": (DENIED, 1, DENIED, 1),
+            "insert": (DENIED, DENIED, DENIED, 1),
             "update": (DENIED, 1, 0, 1),
             "delete": (DENIED, 1, 0, 1),
         },
@@ -316,17 +316,27 @@ def test_user_cannot_change_email_or_judge_fields(db: Db, rows: dict[str, Any]) 
         "update public.users set email = 'x@example.test' where id = %(owner)s",
         "update public.ideas set priority_score = 100 where user_id = %(owner)s",
         "insert into public.ideas (user_id, title, status) values (%(owner)s, 't', 'expanded')",
+        "update public.blog_posts set html_content = '<script>alert(1)</script>' where user_id = %(owner)s",
+        "update public.blog_posts set markdown_content = 'x' where user_id = %(owner)s",
     ):
         with pytest.raises(psycopg.Error) as denied, db.as_user(rows["owner"], commit=False) as conn:
             conn.execute(statement, {"owner": rows["owner"]})
         assert denied.value.sqlstate == DENIED, statement
 
 
-def test_user_cannot_attach_a_blog_post_to_another_users_output(db: Db, rows: dict[str, Any]) -> None:
-    with pytest.raises(psycopg.Error) as refused, db.as_user(rows["other"], commit=False) as conn:
+def test_a_blog_post_cannot_point_at_another_users_output(db: Db, rows: dict[str, Any]) -> None:
+    """Even the service role cannot link one user's post to another user's output (composite key)."""
+    with db.as_service() as conn:
+        spare = conn.execute(
+            "insert into public.outputs (execution_id, user_id, format, content) "
+            "values (%s, %s, 'blog_post', '{}') returning id",
+            (rows["execution"], rows["owner"]),
+        ).fetchone()
+    assert spare is not None
+    with pytest.raises(psycopg.Error) as refused, db.as_service(commit=False) as conn:
         conn.execute(
             "insert into public.blog_posts (output_id, user_id, title, slug, markdown_content, html_content) "
             "values (%s, %s, 't', 'hijack', 'm', 'h')",
-            (rows["output"], rows["other"]),
+            (spare[0], rows["other"]),
         )
-    assert refused.value.sqlstate in {"23503", "23505"}
+    assert refused.value.sqlstate == "23503"

@@ -233,7 +233,7 @@ def test_policies_are_per_role_per_action_with_wrapped_auth_calls(db: Db) -> Non
             "select schemaname, tablename, policyname, roles::text[], cmd, permissive, coalesce(qual, ''), "
             "coalesce(with_check, '') from pg_policies where schemaname in ('public', 'storage')"
         ).fetchall()
-    assert len(policies) == 24
+    assert len(policies) == 23
     seen: set[tuple[str, str, str, str]] = set()
     for schema, table, name, roles, cmd, permissive, qual, check in policies:
         assert permissive == "PERMISSIVE", name
@@ -263,6 +263,7 @@ EXPECTED_EXECUTE = {
     "mark_expansion_partial(uuid,text,text)": {"service_role"},
     "claim_next_expansion(text)": {"service_role"},
     "reap_stale_expansions(interval)": {"service_role"},
+    "record_idea_evaluation(uuid,integer)": {"service_role"},
 }
 
 

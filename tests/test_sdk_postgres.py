@@ -104,7 +104,7 @@ def test_duplicate_email_is_a_conflict(client: IdeaExpansion) -> None:
 
 
 # -- ideas ------------------------------------------------------------------------------------------
-def test_idea_lifecycle(alice: IdeaExpansion) -> None:
+def test_idea_lifecycle(client: IdeaExpansion, alice: IdeaExpansion) -> None:
     idea = alice.ideas.create(
         title="  Explain regexes  ", description="d", bullets=["one"], external_links=["https://x.test"]
     )
@@ -116,7 +116,9 @@ def test_idea_lifecycle(alice: IdeaExpansion) -> None:
     )
     updated = alice.ideas.update(idea.id, title="Explain regexes well", bullets=["one", "two"])
     assert (updated.title, updated.bullets, updated.description) == ("Explain regexes well", ["one", "two"], "d")
-    assert alice.ideas.mark_expanded(idea.id).status == IdeaStatus.EXPANDED
+    with pytest.raises(PermissionDeniedError, match="only an expansion run"):
+        alice.ideas.mark_expanded(idea.id)
+    assert client.ideas.mark_expanded(idea.id).status == IdeaStatus.EXPANDED
     assert alice.ideas.archive(idea.id).status == IdeaStatus.ARCHIVED
     with pytest.raises(InvalidRequestError, match="archived -> expanded"):
         alice.ideas.mark_expanded(idea.id)
@@ -264,16 +266,26 @@ def test_runs_and_outputs_are_written_by_the_service_and_read_by_their_owner(
     with pytest.raises(PermissionDeniedError):
         alice.outputs.create(execution_id=execution.id, user_id=uid(alice), format="image", content={})
 
-    post = alice.blog_posts.create(
-        output_id=output.id, title="T", slug="run-me", markdown_content="# T", html_content="<h1>T</h1>"
+    with pytest.raises(PermissionDeniedError):
+        alice.blog_posts.create(title="T", slug="mine", markdown_content="m", html_content="<script>x</script>")
+    post = client.blog_posts.create(
+        user_id=uid(alice),
+        output_id=output.id,
+        title="T",
+        slug="run-me",
+        markdown_content="# T",
+        html_content="<h1>T</h1>",
     )
     assert alice.blog_posts.get_by_slug("run-me").id == post.id
+    assert alice.blog_posts.update(post.id, title="Retitled", tags=["x"]).title == "Retitled"
+    with pytest.raises(NotFoundError):
+        bob.blog_posts.update(post.id, is_public=False)
     assert client.anonymous().blog_posts.list_public()[0].id in {
         p.id for p in client.blog_posts.list_public(limit=1000)
     }
     assert post.id in {p.id for p in bob.blog_posts.list()}
     with pytest.raises(ConflictError):
-        alice.blog_posts.create(title="T2", slug="run-me", markdown_content="m", html_content="h")
+        client.blog_posts.create(user_id=uid(alice), title="T2", slug="run-me", markdown_content="m", html_content="h")
 
 
 # -- credits --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
     │   ├── InsufficientCreditsError  PT402: no credits left
     │   └── StorageError              Supabase Storage refused (other than the cases above)
     ├── DecryptionError               a credential cannot be decrypted (tampered, moved, wrong key)
+    ├── PipelineError(execution_id, stage)  an expansion failed; the run is recorded as failed
     ├── DatabaseSetupError            the local database could not be bootstrapped or migrated
     ├── ConnectionError               the database or API could not be reached
     └── TimeoutError                  it did not answer in time
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidRequestError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PipelineError",
     "StorageError",
     "TimeoutError",
     "error_from_code",
@@ -57,6 +59,20 @@ class DatabaseSetupError(IdeaExpansionError):
 class DecryptionError(IdeaExpansionError):
     """A stored credential could not be decrypted: tampered with, moved to another user or provider,
     malformed, or encrypted under a key that is not configured. The message never holds the secret."""
+
+
+class PipelineError(IdeaExpansionError):
+    """An expansion failed at `stage`. The execution is recorded as failed and its credit released.
+
+    Attributes:
+        execution_id: The failed execution.
+        stage: The stage that failed (also the execution's error_step).
+    """
+
+    def __init__(self, message: str, *, execution_id: Any, stage: str) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.stage = stage
 
 
 class ConnectionError(IdeaExpansionError):

@@ -35,7 +35,9 @@ def user_id_from_token(token: str, *, secret: str | None) -> UUID:
         if secret is None:
             claims = jwt.decode(token, options={"verify_signature": False})
         else:
-            claims = jwt.decode(token, secret, algorithms=["HS256"], audience="authenticated")
+            claims = jwt.decode(
+                token, secret, algorithms=["HS256"], audience="authenticated", options={"require": ["exp", "sub"]}
+            )
     except jwt.ExpiredSignatureError:
         raise AuthenticationError("the access token has expired", code="PGRST301") from None
     except jwt.PyJWTError as exc:

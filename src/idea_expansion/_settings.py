@@ -18,6 +18,8 @@ _HOW_TO = {
     "supabase_service_role_key": "set SUPABASE_SERVICE_ROLE_KEY (Dashboard -> Settings -> API, or `supabase status`)",
     "supabase_anon_key": "set SUPABASE_ANON_KEY (Dashboard -> Settings -> API, or `supabase status`)",
     "supabase_jwt_secret": "set SUPABASE_JWT_SECRET (Dashboard -> Settings -> API -> JWT secret)",
+    "openai_api_key": "set OPENAI_API_KEY (platform.openai.com -> API keys)",
+    "anthropic_api_key": "set ANTHROPIC_API_KEY (console.anthropic.com -> API keys)",
     "encryption_key": 'set ENCRYPTION_KEY to 64 hex characters; generate one with: python -c "import secrets; '
     'print(secrets.token_hex(32))"',
 }
@@ -64,6 +66,15 @@ class Settings(BaseSettings):
 
     storage_dir: str | None = Field(default=None, validation_alias=AliasChoices("IDEA_EXPANSION_STORAGE_DIR"))
     """Where the Postgres backend keeps stored files (default: the user cache directory)."""
+
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    """OpenAI API key, for the openai provider and images."""
+
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY"))
+    """Anthropic API key, for the anthropic provider."""
+
+    provider: str = Field(default="offline", validation_alias=AliasChoices("IDEA_EXPANSION_PROVIDER"))
+    """Model providers in fallback order, comma-separated: offline (default), openai, anthropic."""
 
     def older_encryption_keys(self) -> list[str]:
         """ENCRYPTION_KEYS_OLD split into keys."""

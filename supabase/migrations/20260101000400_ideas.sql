@@ -61,6 +61,13 @@ begin
       detail = pg_catalog.format('idea %s', old.id),
       hint = 'Allowed transitions: pending -> expanded, pending -> archived, expanded -> archived.';
   end if;
+  -- Users archive their ideas; marking one expanded is the pipeline's (service role's) doing.
+  if new.status = 'expanded' and old.status <> 'expanded' and (select auth.role()) = 'authenticated' then
+    raise exception using
+      errcode = '42501',
+      message = 'only an expansion run marks an idea expanded',
+      hint = 'Expand the idea through the pipeline; users may archive ideas.';
+  end if;
   return new;
 end;
 $$;

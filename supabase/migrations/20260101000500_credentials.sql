@@ -50,5 +50,8 @@ revoke all on table public.credentials from public, anon, authenticated;
 grant select, delete on table public.credentials to authenticated;
 grant insert (id, user_id, provider, encrypted_value, is_active, validation_status)
   on table public.credentials to authenticated;
-grant update (encrypted_value, is_active, validation_status) on table public.credentials to authenticated;
+-- PostgREST's upsert (on_conflict=user_id,provider) also assigns the conflict columns, so they are
+-- updatable too; the policy's WITH CHECK keeps user_id the caller's own.
+grant update (user_id, provider, encrypted_value, is_active, validation_status)
+  on table public.credentials to authenticated;
 grant all on table public.credentials to service_role;

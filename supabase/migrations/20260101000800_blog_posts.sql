@@ -1,5 +1,7 @@
--- public.blog_posts: the blog view of a blog_post output (1:1), with a per-user slug. Owners manage
--- their posts; public posts are readable by anyone, signed in or not.
+-- public.blog_posts: the blog view of a blog_post output (1:1), with a per-user slug. Public posts are
+-- readable by anyone, signed in or not. Posts are written by the pipeline (service role), which renders
+-- the HTML from Markdown with raw HTML escaped; owners edit a post's metadata and visibility and may
+-- delete it, but cannot write HTML that anonymous readers would be served.
 
 create table public.blog_posts (
   id uuid primary key default gen_random_uuid(),
@@ -48,10 +50,6 @@ create policy "Users can view their own and public blog posts"
   on public.blog_posts for select to authenticated
   using ((select auth.uid()) = user_id or is_public);
 
-create policy "Users can create their own blog posts"
-  on public.blog_posts for insert to authenticated
-  with check ((select auth.uid()) = user_id);
-
 create policy "Users can update their own blog posts"
   on public.blog_posts for update to authenticated
   using ((select auth.uid()) = user_id)
@@ -63,5 +61,6 @@ create policy "Users can delete their own blog posts"
 
 revoke all on table public.blog_posts from public, anon, authenticated;
 grant select on table public.blog_posts to anon;
-grant select, insert, update, delete on table public.blog_posts to authenticated;
+grant select, delete on table public.blog_posts to authenticated;
+grant update (title, slug, meta_description, tags, is_public) on table public.blog_posts to authenticated;
 grant all on table public.blog_posts to service_role;

@@ -419,3 +419,103 @@ comment on function public.reap_stale_expansions(interval) is
   'Fails running executions whose heartbeat is older than p_stale_after (error_step timeout) and releases their credits.';
 revoke all on function public.reap_stale_expansions(interval) from public, anon, authenticated;
 grant execute on function public.reap_stale_expansions(interval) to service_role;
+
+-- record_idea_evaluation (the judge) ------------------------------------------------------------------
+create function public.record_idea_evaluation(p_idea_id uuid, p_score integer)
+returns void
+language sql
+volatile
+security invoker
+set search_path = ''
+as $$
+  update public.ideas i
+     set priority_score = p_score,
+         last_evaluated_at = pg_catalog.now(),
+         times_evaluated = i.times_evaluated + 1
+   where i.id = p_idea_id;
+$$;
+
+comment on function public.record_idea_evaluation(uuid, integer) is
+  'The judge scored an idea: sets priority_score and last_evaluated_at, counts the evaluation.';
+revoke all on function public.record_idea_evaluation(uuid, integer) from public, anon, authenticated;
+grant execute on function public.record_idea_evaluation(uuid, integer) to service_role;
+
+-- consume_expansion_credit, now that charges have a status --------------------------------------------
+-- Replaying a key whose run is in flight or was charged returns that charge's type; replaying a key
+-- whose run failed (its credit was released) is refused rather than silently reported as charged.
+create or replace function public.consume_expansion_credit(p_user_id uuid, p_idempotency_key uuid default null)
+returns text
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_usage public.usage_tracking%rowtype;
+  v_charge public.credit_charges%rowtype;
+  v_type text;
+begin
+  if p_user_id is null then
+    raise exception using errcode = '22004', message = 'p_user_id must not be null';
+  end if;
+
+  select * into v_usage
+    from public.usage_tracking u
+   where u.user_id = p_user_id
+     for update;
+  if not found then
+    raise exception using
+      errcode = 'PT404',
+      message = 'No usage record for user',
+      detail = pg_catalog.format('user_id %s has no usage_tracking row', p_user_id),
+      hint = 'Create the user first: inserting into public.users creates the usage row.';
+  end if;
+
+  if p_idempotency_key is not null then
+    select * into v_charge from public.credit_charges c where c.idempotency_key = p_idempotency_key;
+    if found then
+      if v_charge.user_id <> p_user_id then
+        raise exception using
+          errcode = '23505',
+          message = 'idempotency key already used for another user',
+          detail = pg_catalog.format('idempotency_key %s', p_idempotency_key);
+      end if;
+      if v_charge.status = 'released' then
+        raise exception using
+          errcode = '55000',
+          message = 'the run with this idempotency key failed and its credit was released',
+          hint = 'Use a new key for a new attempt.';
+      end if;
+      return v_charge.credit_type;
+    end if;
+  end if;
+
+  if v_usage.free_expansions_remaining > 0 then
+    v_type := 'free';
+  elsif v_usage.paid_credits_remaining > 0 then
+    v_type := 'paid';
+  else
+    raise exception using
+      errcode = 'PT402',
+      message = 'No credits remaining',
+      detail = pg_catalog.format('user_id %s has 0 free and 0 paid credits', p_user_id),
+      hint = 'Purchase more credits; an admin grants them with add_paid_credits.';
+  end if;
+
+  update public.usage_tracking u
+     set free_expansions_remaining = u.free_expansions_remaining - (v_type = 'free')::integer,
+         paid_credits_remaining = u.paid_credits_remaining - (v_type = 'paid')::integer,
+         total_expansions_used = u.total_expansions_used + 1,
+         total_free_used = u.total_free_used + (v_type = 'free')::integer,
+         total_paid_used = u.total_paid_used + (v_type = 'paid')::integer
+   where u.user_id = p_user_id;
+
+  insert into public.credit_charges (user_id, idempotency_key, credit_type, status)
+  values (p_user_id, p_idempotency_key, v_type, 'captured');
+
+  return v_type;
+end;
+$$;
+
+revoke all on function public.consume_expansion_credit(uuid, uuid) from public, anon, authenticated;
+grant execute on function public.consume_expansion_credit(uuid, uuid) to service_role;

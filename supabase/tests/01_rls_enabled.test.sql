@@ -38,7 +38,7 @@ select policies_are('public', 'executions', array['Users can view their own exec
 select policies_are('public', 'outputs', array['Users can view their own outputs']);
 select policies_are('public', 'blog_posts',
   array['Anyone can view public blog posts', 'Users can view their own and public blog posts',
-        'Users can create their own blog posts', 'Users can update their own blog posts',
+        'Users can update their own blog posts',
         'Users can delete their own blog posts']);
 select policies_are('public', 'usage_tracking', array['Users can view their own usage']);
 select policies_are('public', 'payment_receipts', array['Users can view their own payment receipts']);

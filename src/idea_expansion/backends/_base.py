@@ -131,6 +131,8 @@ class Delete:
 class Rpc:
     function: str
     args: Mapping[str, Any]
+    returns: Literal["scalar", "row", "rows", "values"] = "scalar"
+    """scalar: one value; row: one composite (a dict, or None); rows: setof composite; values: setof scalar."""
 
 
 Request = Select | Insert | Update | Delete

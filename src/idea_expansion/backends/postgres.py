@@ -38,18 +38,22 @@ class PostgresBackend:
         timeout: float = 30.0,
         statement_timeout_ms: int = 30_000,
     ) -> None:
+        connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "options": f"-c statement_timeout={statement_timeout_ms}",
+            "application_name": "idea-expansion",
+        }
+        if _behind_transaction_pooler(database_url):
+            # Supavisor / PgBouncer in transaction mode cannot keep server-side prepared statements.
+            connect_kwargs["prepare_threshold"] = None
         self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
             database_url,
             connection_class=cast("type[psycopg.Connection[dict[str, Any]]]", psycopg.Connection),
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            kwargs={
-                "autocommit": True,
-                "row_factory": dict_row,
-                "options": f"-c statement_timeout={statement_timeout_ms}",
-                "application_name": "idea-expansion",
-            },
+            kwargs=connect_kwargs,
             open=False,
         )
         try:
@@ -89,12 +93,27 @@ class PostgresBackend:
         args = sql.SQL(", ").join(
             sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in request.args
         )
-        query = sql.SQL("select {}.{}({}) as result").format(
-            sql.Identifier(_SCHEMA), sql.Identifier(request.function), args
-        )
+        call = sql.SQL("{}.{}({})").format(sql.Identifier(_SCHEMA), sql.Identifier(request.function), args)
+        params = {k: _adapt(v) for k, v in request.args.items()}
+        if request.returns == "scalar":
+            query = sql.SQL("select {} as result").format(call)
+        else:
+            query = sql.SQL("select * from {} as result").format(call)
         with self.transaction(scope) as conn:
-            row = conn.execute(query, {k: _adapt(v) for k, v in request.args.items()}).fetchone()
-            return None if row is None else row["result"]
+            rows = conn.execute(query, params).fetchall()
+        if request.returns == "rows":
+            return rows
+        if request.returns == "values":
+            return [next(iter(row.values())) for row in rows]
+        if request.returns == "row":
+            # A function returning a null composite yields one row of nulls, as PostgREST would say null.
+            return rows[0] if rows and any(v is not None for v in rows[0].values()) else None
+        return rows[0]["result"] if rows else None
+
+
+def _behind_transaction_pooler(url: str) -> bool:
+    """Supabase's transaction-mode pooler listens on 6543 (pooler.supabase.com hosts)."""
+    return ":6543" in url or "pooler.supabase.com" in url or "port=6543" in url
 
 
 def _mapped(exc: psycopg.Error) -> Exception:
@@ -203,14 +222,10 @@ def _compile_insert(request: Insert) -> tuple[sql.Composed, list[Any]]:
         _table(request.table), sql.SQL(", ").join(sql.Identifier(c) for c in columns), values
     )
     if request.on_conflict:
-        updates = [c for c in columns if c not in request.on_conflict]
-        query += sql.SQL(" on conflict ({}) do ").format(
+        # Exactly PostgREST's merge-duplicates upsert: every sent column is assigned, the conflict
+        # columns included, so column grants are checked the same way on both backends.
+        query += sql.SQL(" on conflict ({}) do update set ").format(
             sql.SQL(", ").join(sql.Identifier(c) for c in request.on_conflict)
         )
-        query += (
-            sql.SQL("update set ")
-            + sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates)
-            if updates
-            else sql.SQL("nothing")
-        )
+        query += sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in columns)
     return query + _returning(), params

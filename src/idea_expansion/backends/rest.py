@@ -131,7 +131,12 @@ class RestBackend:
     def rpc(self, request: Rpc, scope: Scope) -> Any:
         client = self.client_for(scope)
         args = {k: _jsonable(v) for k, v in request.args.items()}
-        return self._call(lambda: client.rpc(request.function, args).execute().data)
+        data = self._call(lambda: client.rpc(request.function, args).execute().data)
+        if request.returns == "row" and isinstance(data, list):
+            return data[0] if data else None
+        if request.returns == "row" and isinstance(data, dict) and all(v is None for v in data.values()):
+            return None
+        return data
 
     def storage_call(self, scope: Scope, bucket: str, operation: Callable[[Any], T]) -> T:
         """Run a storage3 operation on `bucket` as `scope`, mapping Storage errors."""

@@ -8,10 +8,11 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from psycopg.types.json import Jsonb
 
-from .._exceptions import InvalidRequestError, NotFoundError, StorageError
+from .._exceptions import ConfigurationError, InvalidRequestError, NotFoundError, StorageError
 from ._base import Scope
 from .postgres import PostgresBackend
 from .rest import RestBackend
@@ -63,7 +64,7 @@ class RestStorage:
         return str(response.get("signedURL") or response.get("signedUrl"))
 
     def public_url(self, bucket: str, path: str) -> str:
-        return f"{self._backend.url}/storage/v1/object/public/{bucket}/{path}"
+        return f"{self._backend.url}/storage/v1/object/public/{quote(bucket)}/{quote(path, safe='/')}"
 
 
 class LocalStorage:
@@ -76,11 +77,29 @@ class LocalStorage:
     def __init__(self, backend: PostgresBackend, root: Path) -> None:
         self._backend = backend
         self.root = root
+        self._checked = False
+
+    def _ensure_not_supabase(self) -> None:
+        # On a real Supabase database, storage.objects belongs to Supabase Storage: rows written here
+        # would point at files only this machine has. Use the REST backend (SUPABASE_URL) there.
+        if self._checked:
+            return
+        with self._backend.transaction(Scope("service_role")) as conn:
+            row = conn.execute(
+                "select coalesce(obj_description('auth'::regnamespace, 'pg_namespace'), '') as comment"
+            ).fetchone()
+        if row is None or not str(row["comment"]).startswith("idea-expansion supabase-compat"):
+            raise ConfigurationError(
+                "this is a Supabase database: store files through Supabase Storage by setting SUPABASE_URL "
+                "and SUPABASE_SERVICE_ROLE_KEY (the REST backend), not in a local directory"
+            )
+        self._checked = True
 
     def _file(self, bucket: str, path: str) -> Path:
         return self.root / bucket / path
 
     def upload(self, bucket: str, path: str, data: bytes, content_type: str, upsert: bool, scope: Scope) -> str:
+        self._ensure_not_supabase()
         metadata = Jsonb({"mimetype": content_type, "size": len(data)})
         conflict = (
             "on conflict (bucket_id, name) do update set metadata = excluded.metadata, updated_at = now()"
@@ -117,6 +136,7 @@ class LocalStorage:
             )
 
     def download(self, bucket: str, path: str, scope: Scope) -> bytes:
+        self._ensure_not_supabase()
         with self._backend.transaction(scope) as conn:
             row = conn.execute(
                 "select 1 from storage.objects where bucket_id = %s and name = %s", (bucket, path)
@@ -129,6 +149,7 @@ class LocalStorage:
             raise StorageError(f"object {path!r} has a row but no file under {self.root}", code="500") from None
 
     def remove(self, bucket: str, paths: list[str], scope: Scope) -> list[str]:
+        self._ensure_not_supabase()
         with self._backend.transaction(scope) as conn:
             rows = conn.execute(
                 "delete from storage.objects where bucket_id = %s and name = any(%s) returning name", (bucket, paths)

@@ -139,8 +139,35 @@ class BlogPosts(Resource):
             ),
         )
 
+    def update(
+        self,
+        post_id: IdLike,
+        *,
+        title: str | None = None,
+        slug: str | None = None,
+        meta_description: str | None = None,
+        tags: builtins.list[str] | None = None,
+        is_public: bool | None = None,
+    ) -> BlogPost:
+        """Change a post's metadata or visibility (its owner, or the service client)."""
+        values = {
+            k: v
+            for k, v in {
+                "title": title,
+                "slug": slug,
+                "meta_description": meta_description,
+                "tags": tags,
+                "is_public": is_public,
+            }.items()
+            if v is not None
+        }
+        if not values:
+            return self.get(post_id)
+        return self._one(BlogPost, Update("blog_posts", values, [Eq("id", parse_id(post_id, "post id"))]), "blog post")
+
     def create(self, *, user_id: IdLike | None = None, output_id: IdLike | None = None, **values: Any) -> BlogPost:
-        """Create a post (the owner or the service client); the database checks slug, lengths and tags."""
+        """Create a post (service client: the pipeline renders its HTML); the database checks slug,
+        lengths and tags. Users cannot write post HTML."""
         row = {
             "user_id": self._owner(user_id),
             "output_id": None if output_id is None else parse_id(output_id, "output id"),

@@ -21,10 +21,11 @@ class Users(Resource):
         login: str,
         access_token: str,
         name: str | None = None,
-        timezone: str = "UTC",
+        timezone: str | None = None,
     ) -> User:
         """Create the user on first sign-in (the database gives them 5 free credits), update their name
-        and time zone later, and store the GitHub token encrypted in `credentials`. Service client only.
+        (and time zone, when given) later, and store the GitHub token encrypted in `credentials`.
+        Service client only.
 
         Raises:
             InvalidRequestError: a malformed e-mail address or an unknown time zone.
@@ -32,18 +33,13 @@ class Users(Resource):
             PermissionDeniedError: called from a user client.
         """
         params = parse_params(
-            GitHubSignIn, email=email, login=login, access_token=access_token, name=name, timezone=timezone
+            GitHubSignIn, email=email, login=login, access_token=access_token, name=name, timezone=timezone or "UTC"
         )
         encryptor = self._client.encryptor  # fail on a missing key before writing anything
-        user = self._one(
-            User,
-            Insert(
-                "users",
-                [{"email": params.email, "name": params.name or params.login, "timezone": params.timezone}],
-                on_conflict=("email",),
-            ),
-            "user",
-        )
+        row: dict[str, Any] = {"email": params.email, "name": params.name or params.login}
+        if timezone is not None:  # an existing user's chosen time zone stays unless one is given
+            row["timezone"] = params.timezone
+        user = self._one(User, Insert("users", [row], on_conflict=("email",)), "user")
         self._client.credentials.set(Provider.GITHUB, params.access_token, user_id=user.id, _encryptor=encryptor)
         return user
 

@@ -14,16 +14,20 @@ begin
     execute pg_catalog.format('drop extension if exists %I cascade', rec.extname);
   end loop;
 
+  -- Names are captured as text: an object dropped by an earlier cascade must not turn into a bare OID.
   for rec in
-    select p.oid::regprocedure as signature from pg_catalog.pg_proc p
-     where p.pronamespace = 'public'::regnamespace
+    select pg_catalog.format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid))
+             as signature
+      from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+     where n.nspname = 'public'
   loop
     execute pg_catalog.format('drop routine if exists %s cascade', rec.signature);
   end loop;
 
   for rec in
-    select c.oid::regclass as relation, c.relkind from pg_catalog.pg_class c
-     where c.relnamespace = 'public'::regnamespace and c.relkind in ('v', 'm', 'r', 'p', 'f', 'S')
+    select pg_catalog.format('%I.%I', n.nspname, c.relname) as relation, c.relkind
+      from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+     where n.nspname = 'public' and c.relkind in ('v', 'm', 'r', 'p', 'f', 'S')
      order by case c.relkind when 'v' then 0 when 'm' then 1 when 'S' then 3 else 2 end
   loop
     execute pg_catalog.format(
@@ -37,9 +41,10 @@ begin
   end loop;
 
   for rec in
-    select t.oid::regtype as type_name from pg_catalog.pg_type t
-     where t.typnamespace = 'public'::regnamespace
-       and t.typtype in ('e', 'c', 'd', 'r', 'm')
+    select pg_catalog.format('%I.%I', n.nspname, t.typname) as type_name
+      from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace
+     where n.nspname = 'public'
+       and t.typtype in ('e', 'c', 'd', 'r')
        and not exists (select 1 from pg_catalog.pg_class c where c.oid = t.typrelid and c.relkind <> 'c')
   loop
     execute pg_catalog.format('drop type if exists %s cascade', rec.type_name);
@@ -50,10 +55,10 @@ begin
   end loop;
 
   for rec in
-    select c.oid::regclass as relation from pg_catalog.pg_class c
+    select pg_catalog.format('%I.%I', n.nspname, c.relname) as relation
+      from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
      where c.relkind = 'r'
-       and ((c.relnamespace = 'auth'::regnamespace and c.relname <> 'schema_migrations')
-            or c.relnamespace::regnamespace::text = 'supabase_migrations')
+       and ((n.nspname = 'auth' and c.relname <> 'schema_migrations') or n.nspname = 'supabase_migrations')
   loop
     execute pg_catalog.format('truncate %s cascade', rec.relation);
   end loop;
