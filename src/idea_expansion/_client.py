@@ -20,6 +20,8 @@ from .backends.postgres import PostgresBackend
 from .backends.rest import RestBackend
 from .backends.storage import LocalStorage, RestStorage, StorageBackend
 from .crypto import Encryptor, parse_key
+from .pipeline.runner import Pipeline
+from .pipeline.setup import providers_from_settings
 from .resources._base import IdLike, parse_id
 from .resources.credentials import Credentials
 from .resources.credits import Credits
@@ -172,6 +174,11 @@ class IdeaExpansion:
     @functools.cached_property
     def storage(self) -> Storage:
         return Storage(self)
+
+    @functools.cached_property
+    def pipeline(self) -> Pipeline:
+        """The expansion pipeline, with the providers IDEA_EXPANSION_PROVIDER names (offline by default)."""
+        return Pipeline(self, provider=providers_from_settings(self.settings))
 
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:

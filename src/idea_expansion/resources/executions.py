@@ -11,6 +11,12 @@ from ..types import BlogPost, Execution, ExecutionStatus, Output, OutputFormat
 from ._base import IdLike, Resource, parse_id
 
 
+def _now() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
+
+
 def _limit(limit: int) -> int:
     from .._exceptions import InvalidRequestError
 
@@ -103,6 +109,23 @@ class Outputs(Resource):
             "content": Json(content),
         }
         return self._one(Output, Insert("outputs", [row]), "output")
+
+    def record_publication(self, output_id: IdLike, *, url: str, metadata: dict[str, Any]) -> Output:
+        """Mark an output published at `url` (service client)."""
+        return self._one(
+            Output,
+            Update(
+                "outputs",
+                {
+                    "published": True,
+                    "publication_url": url,
+                    "publication_metadata": Json(metadata),
+                    "published_at": _now(),
+                },
+                [Eq("id", parse_id(output_id, "output id"))],
+            ),
+            "output",
+        )
 
 
 class BlogPosts(Resource):

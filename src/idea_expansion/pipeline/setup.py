@@ -1,0 +1,29 @@
+"""Providers from settings: IDEA_EXPANSION_PROVIDER lists them in fallback order."""
+
+from __future__ import annotations
+
+from .._exceptions import ConfigurationError
+from .._settings import Settings
+from .providers import AnthropicProvider, FallbackProvider, OfflineProvider, OpenAIProvider
+from .providers import Provider as ModelProvider
+
+__all__ = ["providers_from_settings"]
+
+
+def providers_from_settings(settings: Settings) -> ModelProvider:
+    """`offline` (default), `openai`, `anthropic`, or a comma-separated fallback order such as
+    `openai,anthropic,offline`."""
+    names = [n.strip().lower() for n in settings.provider.split(",") if n.strip()] or ["offline"]
+    chain: list[ModelProvider] = []
+    for name in names:
+        if name == "offline":
+            chain.append(OfflineProvider())
+        elif name == "openai":
+            chain.append(OpenAIProvider(api_key=settings.require("openai_api_key")))
+        elif name == "anthropic":
+            chain.append(AnthropicProvider(api_key=settings.require("anthropic_api_key")))
+        else:
+            raise ConfigurationError(
+                f"IDEA_EXPANSION_PROVIDER lists an unknown provider {name!r}: use offline, openai or anthropic"
+            )
+    return chain[0] if len(chain) == 1 else FallbackProvider(chain)
