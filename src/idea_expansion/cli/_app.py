@@ -3,6 +3,7 @@ from __future__ import annotations
 import typer
 
 from .db import db_app
+from .worker import worker_command
 
 app = typer.Typer(
     name="idea-expansion",
@@ -11,6 +12,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(db_app, name="db")
+app.command("worker")(worker_command)
 
 
 def main() -> None:

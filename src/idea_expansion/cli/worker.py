@@ -1,0 +1,49 @@
+"""`idea-expansion worker`: process queued expansions."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from .._client import IdeaExpansion
+from .._settings import Settings
+from ..pipeline import OfflineProvider, Pipeline
+from ..pipeline.setup import providers_from_settings
+from ._common import DB_URL_HELP, command_errors, console
+
+
+def worker_command(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Runs processed at once.")] = 1,
+    db_url: Annotated[str | None, typer.Option("--db-url", help=DB_URL_HELP)] = None,
+    exit_when_idle: Annotated[bool, typer.Option("--exit-when-idle", help="Stop once the queue is empty.")] = False,
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Seconds without a heartbeat before a run is reaped.")
+    ] = 900.0,
+    simulate_latency: Annotated[
+        float, typer.Option("--simulate-latency", help="Offline provider only: seconds each model call waits.")
+    ] = 0.0,
+) -> None:
+    """Process queued expansions until interrupted (Ctrl-C finishes the runs in hand, then stops).
+
+    Any number of workers on any number of machines can share one database: each queued run is claimed
+    exactly once (FOR UPDATE SKIP LOCKED), and runs whose worker died are reaped.
+
+    Example: idea-expansion worker --concurrency 4
+    """
+    with command_errors():
+        settings = Settings()
+        with IdeaExpansion(settings=settings, backend="postgres" if db_url else None, database_url=db_url) as client:
+            provider = (
+                OfflineProvider(latency=simulate_latency) if simulate_latency else providers_from_settings(settings)
+            )
+            pipeline = Pipeline(client, provider=provider, stale_after=timedelta(seconds=stale_after))
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            console.print(f"worker started ({concurrency} at once, provider {provider.name})")
+            done = pipeline.run_worker(concurrency=concurrency, stop=stop, exit_when_idle=exit_when_idle)
+            console.print(f"worker stopped after {done} run(s)")

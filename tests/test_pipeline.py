@@ -1,0 +1,361 @@
+"""The pipeline on the real database with the offline provider: every format end to end, a failure at
+every stage, parallel runs against a small balance, idempotent retries and the reaper."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from pydantic import BaseModel
+
+from idea_expansion import (
+    ExecutionStatus,
+    IdeaExpansion,
+    IdeaStatus,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    NotFoundError,
+    OutputFormat,
+)
+from idea_expansion._exceptions import PipelineError
+from idea_expansion.pipeline import (
+    BlogPostContent,
+    GitHubRepoContent,
+    ImageContent,
+    OfflineProvider,
+    Pipeline,
+    ProviderError,
+    TwitterThreadContent,
+)
+from idea_expansion.pipeline.providers import Completion, IdeaBrief, Task
+from idea_expansion.types import Stage
+
+from ._db import Db
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass
+class CountingProvider:
+    """The offline provider, charging 100 input + 20 output tokens a call and recording every call."""
+
+    name: str = "counting-offline"
+    calls: list[tuple[Task, str]] = field(default_factory=list)
+    fail_on: Task | None = None
+    _offline: OfflineProvider = field(default_factory=OfflineProvider)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def generate(self, task: Task, schema: type[T], *, idea: IdeaBrief, instructions: str) -> Completion[T]:
+        with self._lock:
+            self.calls.append((task, idea.title))
+        if task == self.fail_on:
+            raise ProviderError(f"injected provider failure in {task}")
+        value = self._offline.generate(task, schema, idea=idea, instructions=instructions).value
+        return Completion(value, 100, 20, "counting")
+
+
+@pytest.fixture
+def provider() -> CountingProvider:
+    return CountingProvider()
+
+
+@pytest.fixture
+def pipeline(client: IdeaExpansion, provider: CountingProvider) -> Pipeline:
+    return Pipeline(client, provider=provider)
+
+
+def new_user(client: IdeaExpansion, **usage: int) -> uuid.UUID:
+    user = client.users.create(email=f"pipe-{uuid.uuid4().hex[:10]}@example.test")
+    if usage:
+        with client.backend.transaction(client.scope) as conn:  # type: ignore[attr-defined]
+            sets = ", ".join(f"{k} = {int(v)}" for k, v in usage.items())
+            conn.execute(f"update public.usage_tracking set {sets} where user_id = %s", (user.id,))
+    return user.id
+
+
+def new_idea(client: IdeaExpansion, user_id: uuid.UUID, title: str = "Explain regular expressions") -> uuid.UUID:
+    return client.ideas.create(
+        user_id=user_id,
+        title=title,
+        description="Paste a pattern and read what it matches, in plain words.",
+        bullets=["works offline", "colour output"],
+        external_links=["https://example.test/regex"],
+    ).id
+
+
+def snapshot(client: IdeaExpansion, user_id: uuid.UUID) -> tuple[int, int, int]:
+    usage = client.credits.balance(user_id)
+    return usage.free_expansions_remaining, usage.paid_credits_remaining, usage.total_expansions_used
+
+
+CONTENT = {
+    OutputFormat.BLOG_POST: BlogPostContent,
+    OutputFormat.TWITTER_THREAD: TwitterThreadContent,
+    OutputFormat.GITHUB_REPO: GitHubRepoContent,
+    OutputFormat.IMAGE: ImageContent,
+}
+
+
+@pytest.mark.parametrize("fmt", list(OutputFormat))
+def test_each_format_end_to_end(
+    client: IdeaExpansion, pipeline: Pipeline, provider: CountingProvider, fmt: OutputFormat, db: Db
+) -> None:
+    user = new_user(client)
+    idea = new_idea(client, user)
+    key = uuid.uuid4()
+    seen: list[Stage] = []
+    result = pipeline.expand(
+        user, idea_id=idea, format=fmt, idempotency_key=key, on_progress=lambda s, _: seen.append(s)
+    )
+    e = result.execution
+
+    # github_repo without a GitHub token: the repository is saved, publishing is reported, nothing faked
+    expected_status = ExecutionStatus.PARTIAL if fmt == OutputFormat.GITHUB_REPO else ExecutionStatus.COMPLETED
+    assert e.status == expected_status
+    assert (e.user_id, e.selected_idea_id, e.idempotency_key, e.requested_format) == (user, idea, key, fmt)
+    assert e.format_chosen == fmt
+    assert e.format_reasoning == "Requested by the caller."
+    assert e.judge_score is not None
+    assert 0 <= e.judge_score <= 100
+    assert e.judge_reasoning
+    assert e.tokens_used == 120 * len(provider.calls) == 240  # judge + generate, summed
+    assert e.current_stage == Stage.DONE
+    assert e.completed_at is not None
+    assert e.completed_at >= e.started_at
+    assert e.duration_seconds is not None
+    assert e.duration_seconds >= 0
+    assert e.heartbeat_at is not None
+    if fmt == OutputFormat.GITHUB_REPO:
+        assert e.error_step == "publish"
+        assert e.error_message
+        assert "no active GitHub token" in e.error_message
+    else:
+        assert (e.error_step, e.error_message) == (None, None)
+    expected_stages = ["select", "judge", "choose_format", "generate"]
+    expected_stages += {"blog_post": ["image"], "image": ["image"], "github_repo": ["publish"]}.get(fmt.value, [])
+    assert [s.value for s in seen] == [*expected_stages, "persist"]
+
+    assert len(result.outputs) == 1
+    output = result.outputs[0]
+    assert (output.format, output.execution_id, output.idea_id, output.user_id) == (fmt, e.id, idea, user)
+    content = result.content()
+    assert isinstance(content, CONTENT[fmt])
+    assert "data:" not in str(output.content)
+    assert output.published is False
+    assert output.publication_url is None
+    assert client.ideas.get(idea).status == IdeaStatus.EXPANDED
+    assert snapshot(client, user) == (4, 0, 1)
+    assert [c.status for c in client.credits.charges(user)] == ["captured"]
+
+    if isinstance(content, BlogPostContent):
+        post = client.blog_posts.get_by_slug(content.slug, user_id=user)
+        assert post.output_id == output.id
+        assert post.html_content == content.html
+        assert len(content.meta_description) <= 160
+        assert content.cover_image is not None
+        assert client.storage.download(content.cover_image.storage_path)[:8] == b"\x89PNG\r\n\x1a\n"
+    if isinstance(content, ImageContent):
+        assert content.image.storage_path == f"{user}/{e.id}/image.png"
+        assert content.image.url.startswith("file://")
+        assert Path(content.image.url.removeprefix("file://")).read_bytes()[:4] == b"\x89PNG"
+    if isinstance(content, TwitterThreadContent):
+        assert 3 <= len(content.posts) <= 10
+        assert all(len(p) <= 280 and p.startswith(f"{n}/") for n, p in enumerate(content.posts, 1))
+    if isinstance(content, GitHubRepoContent):
+        assert content.repo_name == "explain-regular-expressions"
+        assert {f.path for f in content.files} >= {"README.md", "main.py", "requirements.txt"}
+
+
+def test_format_and_idea_chosen_when_not_given(client: IdeaExpansion, pipeline: Pipeline) -> None:
+    user = new_user(client)
+    weak = client.ideas.create(user_id=user, title="Something").id
+    strong = new_idea(client, user, "A library to parse dates")
+    result = pipeline.expand(user)
+    e = result.execution
+    assert e.selected_idea_id == strong  # the judge picked the better developed idea
+    assert e.format_chosen == OutputFormat.GITHUB_REPO
+    assert e.format_reasoning
+    assert e.format_reasoning != "Requested by the caller."
+    ideas = {i.id: i for i in client.ideas.list(user_id=user)}
+    assert ideas[weak].times_evaluated == 1
+    assert ideas[weak].last_evaluated_at is not None
+    assert ideas[strong].priority_score == e.judge_score
+    assert ideas[weak].status == IdeaStatus.PENDING
+
+
+STAGES = [Stage.SELECT, Stage.JUDGE, Stage.CHOOSE_FORMAT, Stage.GENERATE, Stage.IMAGE, Stage.PERSIST]
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=[s.value for s in STAGES])
+def test_failure_at_each_stage_is_recorded_and_never_charged(
+    client: IdeaExpansion, pipeline: Pipeline, stage: Stage
+) -> None:
+    user = new_user(client)
+    idea = new_idea(client, user)
+    before = snapshot(client, user)
+
+    def inject(current: Stage, _: uuid.UUID) -> None:
+        if current == stage:
+            raise RuntimeError(f"injected failure at {current}")
+
+    with pytest.raises(PipelineError) as failed:
+        pipeline.expand(user, idea_id=idea, format="blog_post", on_progress=inject)
+    assert failed.value.stage == stage
+    execution = client.executions.get(failed.value.execution_id)
+    assert execution.status == ExecutionStatus.FAILED
+    assert execution.error_step == stage.value
+    assert execution.error_message == f"RuntimeError: injected failure at {stage.value}"
+    assert execution.completed_at is not None
+    assert snapshot(client, user) == before
+    assert [c.status for c in client.credits.charges(user)] == ["released"]
+    assert client.ideas.get(idea).status == IdeaStatus.PENDING
+    assert client.outputs.list(execution_id=execution.id) == []
+    assert client.blog_posts.list(user_id=user) == []
+
+
+def test_provider_failure_in_generation(client: IdeaExpansion, provider: CountingProvider, pipeline: Pipeline) -> None:
+    provider.fail_on = "twitter_thread"
+    user = new_user(client)
+    idea = new_idea(client, user)
+    with pytest.raises(PipelineError, match="injected provider failure") as failed:
+        pipeline.expand(user, idea_id=idea, format="twitter_thread")
+    assert failed.value.stage == Stage.GENERATE
+    assert client.executions.get(failed.value.execution_id).error_step == "generate"
+    assert snapshot(client, user) == (5, 0, 0)
+
+
+def test_no_pending_idea_fails_at_select(client: IdeaExpansion, pipeline: Pipeline) -> None:
+    user = new_user(client)
+    with pytest.raises(PipelineError, match="no pending idea") as failed:
+        pipeline.expand(user)
+    assert failed.value.stage == Stage.SELECT
+    assert snapshot(client, user) == (5, 0, 0)
+
+
+def test_eight_parallel_runs_with_three_credits(
+    client: IdeaExpansion, pipeline: Pipeline, provider: CountingProvider
+) -> None:
+    user = new_user(client, free_expansions_remaining=3)
+    ideas = [new_idea(client, user, f"Idea number {n}") for n in range(8)]
+    barrier = threading.Barrier(8)
+    outcomes: list[Any] = [None] * 8
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[index] = pipeline.expand(user, idea_id=ideas[index], format="twitter_thread")
+        except InsufficientCreditsError as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    delivered = [o for o in outcomes if not isinstance(o, InsufficientCreditsError)]
+    refused = [o for o in outcomes if isinstance(o, InsufficientCreditsError)]
+    print(f"\n8 parallel expansions, 3 credits: {len(delivered)} delivered, {len(refused)} refused")
+    assert (len(delivered), len(refused)) == (3, 5)
+    assert all(r.status == ExecutionStatus.COMPLETED for r in delivered)
+    # refused runs were refused before any generation: the provider only worked for the three
+    assert Counter(task for task, _ in provider.calls) == {"judge": 3, "twitter_thread": 3}
+    assert len(client.outputs.list(user_id=user)) == 3
+    assert snapshot(client, user) == (0, 0, 3)
+    assert Counter(c.status for c in client.credits.charges(user)) == {"captured": 3}
+
+
+def test_retry_with_the_same_key_returns_the_same_run(
+    client: IdeaExpansion, pipeline: Pipeline, provider: CountingProvider
+) -> None:
+    user = new_user(client)
+    idea = new_idea(client, user)
+    key = uuid.uuid4()
+    first = pipeline.expand(user, idea_id=idea, format="twitter_thread", idempotency_key=key)
+    calls = len(provider.calls)
+    again = pipeline.expand(user, idea_id=idea, format="twitter_thread", idempotency_key=key)
+    assert again.execution.id == first.execution.id
+    assert [o.id for o in again.outputs] == [o.id for o in first.outputs]
+    assert len(provider.calls) == calls
+    assert snapshot(client, user) == (4, 0, 1)
+    queued = pipeline.enqueue(user, idempotency_key=key)
+    assert queued.id == first.execution.id
+
+
+def test_bad_requests_are_refused_before_holding_anything(client: IdeaExpansion, pipeline: Pipeline) -> None:
+    user = new_user(client)
+    stranger = new_user(client)
+    foreign_idea = new_idea(client, stranger)
+    with pytest.raises(NotFoundError, match="Idea not found"):
+        pipeline.expand(user, idea_id=foreign_idea)
+    archived = new_idea(client, user)
+    client.ideas.archive(archived)
+    with pytest.raises(InvalidRequestError, match="only pending ideas"):
+        pipeline.expand(user, idea_id=archived)
+    with pytest.raises(ValueError, match="video"):
+        pipeline.expand(user, format="video")
+    assert snapshot(client, user) == (5, 0, 0)
+
+
+def test_queued_runs_are_claimed_once_and_status_reports_them(client: IdeaExpansion, pipeline: Pipeline) -> None:
+    user = new_user(client)
+    runs = [
+        pipeline.enqueue(user, idea_id=new_idea(client, user, f"Queued {n}"), format="twitter_thread") for n in range(3)
+    ]
+    assert snapshot(client, user) == (2, 0, 0)  # held at enqueue time
+    assert pipeline.status(runs[0].id).status == ExecutionStatus.QUEUED
+    processed = pipeline.run_worker(concurrency=2, exit_when_idle=True)
+    assert processed >= 3
+    for run in runs:
+        status = pipeline.status(run.id)
+        assert status.status == ExecutionStatus.COMPLETED
+        assert len(status.output_ids) == 1
+        assert status.current_stage == Stage.DONE
+    assert snapshot(client, user) == (2, 0, 3)
+
+
+def test_stale_runs_are_reaped_and_their_credit_released(client: IdeaExpansion, pipeline: Pipeline, db: Db) -> None:
+    user = new_user(client)
+    run = pipeline.enqueue(user, idea_id=new_idea(client, user), format="blog_post")
+    with db.admin() as conn:
+        conn.execute(
+            "update public.executions set status = 'running', heartbeat_at = now() - interval '20 minutes' "
+            "where id = %s",
+            (run.id,),
+        )
+    assert pipeline.reap() == [run.id]
+    execution = client.executions.get(run.id)
+    assert (execution.status, execution.error_step) == (ExecutionStatus.FAILED, "timeout")
+    assert snapshot(client, user) == (5, 0, 0)
+    assert pipeline.reap(timedelta(seconds=0)) == []
+
+
+def test_a_failed_cover_image_makes_a_partial_run_that_is_charged_once(
+    client: IdeaExpansion, provider: CountingProvider
+) -> None:
+    def broken_renderer(_: Any) -> tuple[bytes, int, int]:
+        raise OSError("renderer crashed")
+
+    pipeline = Pipeline(client, provider=provider, image_renderer=broken_renderer)
+    user = new_user(client)
+    idea = new_idea(client, user)
+    result = pipeline.expand(user, idea_id=idea, format="blog_post")
+    assert result.status == ExecutionStatus.PARTIAL
+    assert result.execution.error_step == "image"
+    assert "renderer crashed" in (result.execution.error_message or "")
+    content = result.content()
+    assert isinstance(content, BlogPostContent)
+    assert content.cover_image is None
+    assert client.ideas.get(idea).status == IdeaStatus.EXPANDED
+    assert snapshot(client, user) == (4, 0, 1)
+    # an image run cannot be partial: the image is its output
+    with pytest.raises(PipelineError) as failed:
+        pipeline.expand(user, idea_id=new_idea(client, user, "A poster"), format="image")
+    assert failed.value.stage == Stage.IMAGE
+    assert snapshot(client, user) == (4, 0, 1)
