@@ -1,8 +1,9 @@
 """PostgresBackend: the same semantics as PostgREST, over a direct connection.
 
-Every call is one transaction that does what PostgREST does per request: `set local role <role>`,
-`set_config('request.jwt.claims', <claims>, true)`, the statement, commit. RLS, grants and the
-database functions therefore decide exactly as they would behind the Supabase API.
+Every call is one transaction that does what PostgREST does per request: switch to the request's role
+and set its JWT claims in one statement (`set_config('role', ..., true)` is SET LOCAL ROLE), run the
+statement, commit. RLS, grants and the database functions therefore decide exactly as they would
+behind the Supabase API.
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ class PostgresBackend:
         """One request transaction as `scope`; database errors become idea-expansion errors."""
         try:
             with self._pool.connection() as conn, conn.transaction():
-                conn.execute(sql.SQL("set local role {}").format(sql.Identifier(scope.role)))
-                conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(scope.claims()),))
+                # One round trip, as PostgREST does it: set_config('role', ..., true) is SET LOCAL ROLE.
+                conn.execute(
+                    "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+                    (scope.role, json.dumps(scope.claims())),
+                )
                 yield conn
         except psycopg.errors.QueryCanceled as exc:
             raise TimeoutError(f"the database did not answer in time: {exc.diag.message_primary}") from exc

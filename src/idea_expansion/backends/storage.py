@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -78,6 +79,7 @@ class LocalStorage:
         self._backend = backend
         self.root = root
         self._checked = False
+        self._limits: dict[str, tuple[float, int | None, list[str] | None]] = {}
 
     def _ensure_not_supabase(self) -> None:
         # On a real Supabase database, storage.objects belongs to Supabase Storage: rows written here
@@ -116,19 +118,25 @@ class LocalStorage:
             self._write(self._file(bucket, path), data)
         return path
 
-    def _check_bucket_limits(self, bucket: str, size: int, content_type: str) -> None:
-        # Like the Storage server, read the bucket's settings with its own rights, not the caller's.
+    def _bucket_limits(self, bucket: str) -> tuple[int | None, list[str] | None]:
+        # Like the Storage server, read the bucket's settings with its own rights, not the caller's;
+        # kept for a minute, since buckets are configured by migrations, not per request.
+        cached = self._limits.get(bucket)
+        if cached is not None and time.monotonic() - cached[0] < 60:
+            return cached[1], cached[2]
         with self._backend.transaction(Scope("service_role")) as conn:
             row = conn.execute(
                 "select file_size_limit, allowed_mime_types from storage.buckets where id = %s", (bucket,)
             ).fetchone()
         if row is None:
             raise NotFoundError(f"bucket {bucket!r} not found", code="404")
-        if row["file_size_limit"] is not None and size > row["file_size_limit"]:
-            raise InvalidRequestError(
-                f"the object is {size} bytes; bucket {bucket!r} allows {row['file_size_limit']}", code="413"
-            )
-        allowed = row["allowed_mime_types"]
+        self._limits[bucket] = (time.monotonic(), row["file_size_limit"], row["allowed_mime_types"])
+        return row["file_size_limit"], row["allowed_mime_types"]
+
+    def _check_bucket_limits(self, bucket: str, size: int, content_type: str) -> None:
+        limit, allowed = self._bucket_limits(bucket)
+        if limit is not None and size > limit:
+            raise InvalidRequestError(f"the object is {size} bytes; bucket {bucket!r} allows {limit}", code="413")
         if allowed and content_type not in allowed:
             raise InvalidRequestError(
                 f"content type {content_type} is not allowed in bucket {bucket!r} ({', '.join(allowed)})",

@@ -345,10 +345,12 @@ class Pipeline:
             ) from exc
 
     def _enter(self, run: _Run, stage: Stage, on_progress: ProgressCallback | None) -> None:
-        self._rpc(
-            "record_expansion_stage",
-            {"p_execution_id": run.execution.id, "p_stage": stage.value, "p_fields": Json(run.payload())},
-        )
+        # start_expansion / claim_next_expansion already put the run in `select` with a fresh heartbeat.
+        if stage != Stage.SELECT:
+            self._rpc(
+                "record_expansion_stage",
+                {"p_execution_id": run.execution.id, "p_stage": stage.value, "p_fields": Json(run.payload())},
+            )
         if on_progress is not None:
             on_progress(stage, run.execution.id)
 
