@@ -339,7 +339,7 @@ def test_stale_runs_are_reaped_and_their_credit_released(client: IdeaExpansion, 
 def test_a_failed_cover_image_makes_a_partial_run_that_is_charged_once(
     client: IdeaExpansion, provider: CountingProvider
 ) -> None:
-    def broken_renderer(_: Any) -> tuple[bytes, int, int]:
+    def broken_renderer(_: Any) -> tuple[bytes, int, int, int]:
         raise OSError("renderer crashed")
 
     pipeline = Pipeline(client, provider=provider, image_renderer=broken_renderer)
@@ -359,3 +359,26 @@ def test_a_failed_cover_image_makes_a_partial_run_that_is_charged_once(
         pipeline.expand(user, idea_id=new_idea(client, user, "A poster"), format="image")
     assert failed.value.stage == Stage.IMAGE
     assert snapshot(client, user) == (4, 0, 1)
+
+
+def test_blog_slugs_are_unique_per_user_and_html_is_escaped(client: IdeaExpansion, pipeline: Pipeline) -> None:
+    user = new_user(client)
+    title = "Ship <script>alert(1)</script> small things"
+    first = client.ideas.create(user_id=user, title=title, description="Use <b>bold</b> & <i>care</i>.")
+    second = client.ideas.create(user_id=user, title=title)
+    posts = []
+    for idea in (first, second):
+        content = pipeline.expand(user, idea_id=idea.id, format="blog_post").content()
+        assert isinstance(content, BlogPostContent)
+        posts.append(client.blog_posts.get(client.blog_posts.list(user_id=user, limit=1)[0].id))
+        assert "<script>" not in content.html
+        assert "&lt;script&gt;" in content.html
+        assert "<b>" not in content.html
+    assert [p.slug for p in posts] == [
+        "ship-script-alert-1-script-small-things",
+        "ship-script-alert-1-script-small-things-2",
+    ]
+    other_user = new_user(client)
+    other = client.ideas.create(user_id=other_user, title=title)
+    pipeline.expand(other_user, idea_id=other.id, format="blog_post")
+    assert client.blog_posts.list(user_id=other_user)[0].slug == "ship-script-alert-1-script-small-things"

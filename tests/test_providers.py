@@ -206,3 +206,41 @@ def test_fallback_uses_the_next_provider_and_names_every_failure() -> None:
     assert chain.generate("blog_post", BlogDraft, idea=IDEA, instructions="").model == "offline-templates"
     with pytest.raises(ProviderError, match=r"every provider failed.*anthropic:claude-haiku-4-5.*bad"):
         FallbackProvider([failing]).generate("judge", JudgeVerdict, idea=IDEA, instructions="")
+
+
+def test_openai_images_render_a_real_png() -> None:
+    import base64
+
+    from idea_expansion.pipeline.formats import render_title_card
+    from idea_expansion.pipeline.providers import OpenAIImageRenderer
+
+    png = render_title_card("Poster", "caption")
+    body = {
+        "created": 1764130000,
+        "data": [{"b64_json": base64.b64encode(png).decode()}],
+        "usage": {
+            "total_tokens": 4204,
+            "input_tokens": 44,
+            "output_tokens": 4160,
+            "input_tokens_details": {"text_tokens": 44, "image_tokens": 0},
+        },
+    }
+    with respx.mock() as api:
+        route = api.post("https://api.openai.com/v1/images/generations").mock(
+            return_value=httpx.Response(200, json=body)
+        )
+        renderer = OpenAIImageRenderer(api_key="sk-test", http_client=httpx.Client(), max_retries=0)
+        data, width, height, tokens = renderer.render("A poster for the spring meetup")
+    assert (data, width, height, tokens) == (png, 1536, 1024, 4204)
+    assert json.loads(route.calls.last.request.content) == {
+        "model": "gpt-image-1",
+        "prompt": "A poster for the spring meetup",
+        "size": "1536x1024",
+        "n": 1,
+    }
+    with respx.mock() as api:
+        api.post("https://api.openai.com/v1/images/generations").mock(
+            return_value=httpx.Response(200, json=body | {"data": [{"b64_json": base64.b64encode(b"GIF89a").decode()}]})
+        )
+        with pytest.raises(ProviderError, match="not a PNG"):
+            OpenAIImageRenderer(api_key="sk-test", http_client=httpx.Client(), max_retries=0).render("x")

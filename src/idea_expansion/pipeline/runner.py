@@ -54,6 +54,8 @@ __all__ = ["ExpansionResult", "ExpansionStatus", "Pipeline", "ProgressCallback"]
 log = logging.getLogger("idea_expansion.pipeline")
 T = TypeVar("T", bound=BaseModel)
 ProgressCallback = Callable[[Stage, uuid.UUID], None]
+ImageRenderer = Callable[[ImageDraft], tuple[bytes, int, int, int]]
+"""Makes a PNG for a draft: (bytes, width, height, tokens spent)."""
 
 INSTRUCTIONS: dict[Task, str] = {
     "judge": "Score how promising and ready to expand this idea is, 0-100, and say why in two sentences.",
@@ -130,7 +132,7 @@ class Pipeline:
         client: IdeaExpansion,
         *,
         provider: ModelProvider,
-        image_renderer: Callable[[ImageDraft], tuple[bytes, int, int]] | None = None,
+        image_renderer: ImageRenderer | None = None,
         github_http: Any = None,
         github_api_url: str = "https://api.github.com",
         stale_after: timedelta = timedelta(minutes=15),
@@ -432,7 +434,8 @@ class Pipeline:
             return content  # type: ignore[no-any-return]
 
     def _store_image(self, run: _Run, draft: ImageDraft, name: str) -> StoredImage:
-        data, width, height = self._render_image(draft)
+        data, width, height, tokens = self._render_image(draft)
+        run.tokens += tokens
         path = f"{run.execution.user_id}/{run.execution.id}/{name}"
         self._client.storage.upload(path, data, content_type="image/png", upsert=True)
         return StoredImage(
@@ -525,8 +528,8 @@ def _brief(idea: Idea) -> IdeaBrief:
     )
 
 
-def _title_card(draft: ImageDraft) -> tuple[bytes, int, int]:
-    return render_title_card(draft.headline, draft.caption), 1200, 630
+def _title_card(draft: ImageDraft) -> tuple[bytes, int, int, int]:
+    return render_title_card(draft.headline, draft.caption), 1200, 630, 0
 
 
 def _describe(exc: BaseException) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .._exceptions import ConfigurationError
 from .._settings import Settings
-from .providers import AnthropicProvider, FallbackProvider, OfflineProvider, OpenAIProvider
+from .content import ImageDraft
+from .providers import AnthropicProvider, FallbackProvider, OfflineProvider, OpenAIImageRenderer, OpenAIProvider
 from .providers import Provider as ModelProvider
 
-__all__ = ["providers_from_settings"]
+__all__ = ["image_renderer_from_settings", "providers_from_settings"]
 
 
 def providers_from_settings(settings: Settings) -> ModelProvider:
@@ -27,3 +30,12 @@ def providers_from_settings(settings: Settings) -> ModelProvider:
                 f"IDEA_EXPANSION_PROVIDER lists an unknown provider {name!r}: use offline, openai or anthropic"
             )
     return chain[0] if len(chain) == 1 else FallbackProvider(chain)
+
+
+def image_renderer_from_settings(settings: Settings) -> Callable[[ImageDraft], tuple[bytes, int, int, int]] | None:
+    """OpenAI images when `openai` is among the providers; otherwise None (the offline title card)."""
+    names = [n.strip().lower() for n in settings.provider.split(",")]
+    if "openai" not in names:
+        return None
+    renderer = OpenAIImageRenderer(api_key=settings.require("openai_api_key"))
+    return lambda draft: renderer.render(draft.prompt)

@@ -1,7 +1,7 @@
 """Model providers: offline (default, deterministic), OpenAI and Anthropic, and a fallback chain."""
 
 from .base import Completion, FallbackProvider, IdeaBrief, Provider, ProviderError, Task
-from .llm import AnthropicProvider, OpenAIProvider
+from .llm import AnthropicProvider, OpenAIImageRenderer, OpenAIProvider
 from .offline import OFFLINE_NOTE, OfflineProvider
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "FallbackProvider",
     "IdeaBrief",
     "OfflineProvider",
+    "OpenAIImageRenderer",
     "OpenAIProvider",
     "Provider",
     "ProviderError",

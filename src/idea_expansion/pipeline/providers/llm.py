@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from .base import Completion, IdeaBrief, ProviderError, Task
 
-__all__ = ["AnthropicProvider", "OpenAIProvider"]
+__all__ = ["AnthropicProvider", "OpenAIImageRenderer", "OpenAIProvider"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -143,3 +143,47 @@ class AnthropicProvider:
                     response.model,
                 )
         raise ProviderError(f"Anthropic answered without the structured result (stop reason {response.stop_reason})")
+
+
+class OpenAIImageRenderer:
+    """Images from OpenAI's Images API (base64 PNG), used instead of the offline title card when the
+    OpenAI provider is configured. Returns (png bytes, width, height, tokens)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        model: str = "gpt-image-1",
+        size: str = "1536x1024",
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        http_client: Any = None,
+        base_url: str | None = None,
+    ) -> None:
+        try:
+            import openai
+        except ImportError as exc:  # pragma: no cover - exercised only without the extra
+            raise ProviderError("OpenAI images need: pip install 'idea-expansion[llm]'") from exc
+        self._errors = openai
+        self._client = openai.OpenAI(
+            api_key=api_key, timeout=timeout, max_retries=max_retries, http_client=http_client, base_url=base_url
+        )
+        self.model = model
+        self.size = size
+        self.name = f"openai-images:{model}"
+
+    def render(self, prompt: str) -> tuple[bytes, int, int, int]:
+        import base64
+
+        try:
+            response = self._client.images.generate(model=self.model, prompt=prompt, size=self.size, n=1)
+        except self._errors.APIError as exc:
+            raise ProviderError(f"OpenAI image generation failed: {exc}") from None
+        if not response.data or not response.data[0].b64_json:
+            raise ProviderError("OpenAI returned no image data")
+        data = base64.b64decode(response.data[0].b64_json)
+        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ProviderError("OpenAI returned something that is not a PNG")
+        width, height = (int(v) for v in self.size.split("x"))
+        tokens = response.usage.total_tokens if response.usage else 0
+        return data, width, height, tokens
