@@ -264,6 +264,14 @@ EXPECTED_EXECUTE = {
     "claim_next_expansion(text)": {"service_role"},
     "reap_stale_expansions(interval)": {"service_role"},
     "record_idea_evaluation(uuid,integer)": {"service_role"},
+    "refund_payment(uuid,text)": {"service_role"},
+    "report_user_summary()": {"service_role"},
+    "report_top_users(integer)": {"service_role"},
+    "report_failed_expansions()": {"service_role"},
+    "report_payments()": {"service_role"},
+    "report_payment_summary()": {"service_role"},
+    "report_recent_executions(integer)": {"service_role"},
+    "report_execution_summary()": {"service_role"},
 }
 
 

@@ -27,6 +27,7 @@ from .resources.credentials import Credentials
 from .resources.credits import Credits
 from .resources.executions import BlogPosts, Executions, Outputs
 from .resources.ideas import Ideas
+from .resources.reports import Reports
 from .resources.storage import Storage
 from .resources.users import Users
 
@@ -174,6 +175,10 @@ class IdeaExpansion:
     @functools.cached_property
     def storage(self) -> Storage:
         return Storage(self)
+
+    @functools.cached_property
+    def reports(self) -> Reports:
+        return Reports(self)
 
     @functools.cached_property
     def pipeline(self) -> Pipeline:

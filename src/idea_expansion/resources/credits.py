@@ -8,7 +8,8 @@ from uuid import UUID
 from .._exceptions import InvalidRequestError, NotFoundError
 from ..backends._base import Eq, Order, Rpc, Select
 from ..types import CreditCharge, CreditType, PaymentReceipt, Usage
-from ._base import IdLike, Resource, parse_id
+from ..types.reports import Refund
+from ._base import IdLike, Resource, parse_id, to_model
 
 
 class Credits(Resource):
@@ -89,6 +90,18 @@ class Credits(Resource):
                 "credit_charges", [Eq("user_id", self._owner(user_id))], order=[Order("created_at", True)], limit=limit
             ),
         )
+
+    def refund(self, receipt_id: IdLike, *, note: str | None = None) -> Refund:
+        """Refund a payment: the receipt becomes `refunded` and its still-unused paid credits are taken
+        back (never below zero; `credits_removed` says how many). Service client.
+
+        Raises:
+            NotFoundError: no such receipt. APIError (55000): already refunded.
+        """
+        rows = self._rpc(
+            Rpc("refund_payment", {"p_receipt_id": parse_id(receipt_id, "receipt id"), "p_note": note}, returns="rows")
+        )
+        return to_model(Refund, rows[0])
 
     def _user_id(self, email_or_id: str | UUID) -> UUID:
         if isinstance(email_or_id, UUID):
