@@ -36,7 +36,11 @@ def stage_progress(label: str) -> Iterator[Callable[[Stage, uuid.UUID], None]]:
         def on_progress(stage: Stage, _: uuid.UUID) -> None:
             progress.update(task, completed=_STAGES.index(stage), stage=stage.value)
 
-        yield on_progress
+        try:
+            yield on_progress
+        except BaseException:
+            progress.update(task, stage="[red]stopped[/]")
+            raise
         progress.update(task, completed=len(_STAGES), stage="done")
 
 

@@ -104,8 +104,11 @@ def demo_command(
             )
             console.print(
                 Panel(
-                    f"Receipt ID:   {receipt.id}\nAmount:       ${receipt.amount_usd}\nCredits:      "
-                    f"{receipt.credits_purchased}\nReference:    {receipt.bmc_reference}\nStatus:       {receipt.status.value}",
+                    f"Receipt ID:   {receipt.id}\n"
+                    f"Amount:       ${receipt.amount_usd}\n"
+                    f"Credits:      {receipt.credits_purchased}\n"
+                    f"Reference:    {receipt.bmc_reference}\n"
+                    f"Status:       {receipt.status.value}",
                     title="payment receipt",
                     expand=False,
                 )
