@@ -16,12 +16,16 @@ create table public.credit_charges (
   -- clock_timestamp, not now(): charges are taken under the user's row lock, so this orders them
   -- exactly as they happened even when many transactions started at the same moment.
   created_at timestamptz not null default clock_timestamp(),
+  status text not null default 'captured',
   constraint credit_charges_idempotency_key_key unique (idempotency_key),
-  constraint credit_charges_credit_type_check check (credit_type in ('free', 'paid'))
+  constraint credit_charges_credit_type_check check (credit_type in ('free', 'paid')),
+  constraint credit_charges_status_check check (status in ('held', 'captured', 'released'))
 );
 
 comment on table public.credit_charges is
   'Ledger of every consumed credit; idempotency_key (an execution id) makes a repeated charge a no-op.';
+comment on column public.credit_charges.status is
+  'captured when charged; an expansion run holds its credit (held) until it is captured, or released when the run fails.';
 
 create index idx_credit_charges_user_created on public.credit_charges (user_id, created_at desc);
 
@@ -112,6 +116,13 @@ begin
           errcode = '23505',
           message = 'idempotency key already used for another user',
           detail = pg_catalog.format('idempotency_key %s', p_idempotency_key);
+      end if;
+      -- A key whose run failed had its credit given back: it is not "already charged".
+      if v_charge.status = 'released' then
+        raise exception using
+          errcode = '55000',
+          message = 'the run with this idempotency key failed and its credit was released',
+          hint = 'Use a new key for a new attempt.';
       end if;
       return v_charge.credit_type;
     end if;

@@ -2,9 +2,9 @@
 -- transaction that writes the output, blog post, idea status and charge together, can be queued and
 -- claimed by any number of workers (FOR UPDATE SKIP LOCKED), and are reaped when their worker dies.
 --
--- executions.status gains 'queued' (a run waiting for a worker); credit_charges gains a status, so a
--- credit is 'held' while its run is in flight, then 'captured' (completed/partial) or 'released'
--- (failed: the credit goes back). A user with k credits can never have more than k runs charged.
+-- executions.status gains 'queued' (a run waiting for a worker). A run's credit is 'held' in
+-- credit_charges while it is in flight, then 'captured' (completed/partial) or 'released' (failed: the
+-- credit goes back). A user with k credits can never have more than k runs charged.
 
 -- executions: queueing, progress and idempotency -----------------------------------------------------
 alter table public.executions
@@ -39,14 +39,6 @@ comment on column public.executions.heartbeat_at is 'Last sign of life from the 
 -- Workers claim the oldest queued run; the reaper scans running runs by heartbeat.
 create index idx_executions_queued on public.executions (started_at) where status = 'queued';
 create index idx_executions_running_heartbeat on public.executions (heartbeat_at) where status = 'running';
-
--- credit_charges: holds ---------------------------------------------------------------------------------
-alter table public.credit_charges
-  add column status text not null default 'captured',
-  add constraint credit_charges_status_check check (status in ('held', 'captured', 'released'));
-
-comment on column public.credit_charges.status is
-  'held while the run is in flight, captured when it completed or partially completed, released when it failed.';
 
 -- start_expansion ---------------------------------------------------------------------------------------
 create function public.start_expansion(
@@ -439,83 +431,3 @@ comment on function public.record_idea_evaluation(uuid, integer) is
   'The judge scored an idea: sets priority_score and last_evaluated_at, counts the evaluation.';
 revoke all on function public.record_idea_evaluation(uuid, integer) from public, anon, authenticated;
 grant execute on function public.record_idea_evaluation(uuid, integer) to service_role;
-
--- consume_expansion_credit, now that charges have a status --------------------------------------------
--- Replaying a key whose run is in flight or was charged returns that charge's type; replaying a key
--- whose run failed (its credit was released) is refused rather than silently reported as charged.
-create or replace function public.consume_expansion_credit(p_user_id uuid, p_idempotency_key uuid default null)
-returns text
-language plpgsql
-volatile
-security invoker
-set search_path = ''
-as $$
-declare
-  v_usage public.usage_tracking%rowtype;
-  v_charge public.credit_charges%rowtype;
-  v_type text;
-begin
-  if p_user_id is null then
-    raise exception using errcode = '22004', message = 'p_user_id must not be null';
-  end if;
-
-  select * into v_usage
-    from public.usage_tracking u
-   where u.user_id = p_user_id
-     for update;
-  if not found then
-    raise exception using
-      errcode = 'PT404',
-      message = 'No usage record for user',
-      detail = pg_catalog.format('user_id %s has no usage_tracking row', p_user_id),
-      hint = 'Create the user first: inserting into public.users creates the usage row.';
-  end if;
-
-  if p_idempotency_key is not null then
-    select * into v_charge from public.credit_charges c where c.idempotency_key = p_idempotency_key;
-    if found then
-      if v_charge.user_id <> p_user_id then
-        raise exception using
-          errcode = '23505',
-          message = 'idempotency key already used for another user',
-          detail = pg_catalog.format('idempotency_key %s', p_idempotency_key);
-      end if;
-      if v_charge.status = 'released' then
-        raise exception using
-          errcode = '55000',
-          message = 'the run with this idempotency key failed and its credit was released',
-          hint = 'Use a new key for a new attempt.';
-      end if;
-      return v_charge.credit_type;
-    end if;
-  end if;
-
-  if v_usage.free_expansions_remaining > 0 then
-    v_type := 'free';
-  elsif v_usage.paid_credits_remaining > 0 then
-    v_type := 'paid';
-  else
-    raise exception using
-      errcode = 'PT402',
-      message = 'No credits remaining',
-      detail = pg_catalog.format('user_id %s has 0 free and 0 paid credits', p_user_id),
-      hint = 'Purchase more credits; an admin grants them with add_paid_credits.';
-  end if;
-
-  update public.usage_tracking u
-     set free_expansions_remaining = u.free_expansions_remaining - (v_type = 'free')::integer,
-         paid_credits_remaining = u.paid_credits_remaining - (v_type = 'paid')::integer,
-         total_expansions_used = u.total_expansions_used + 1,
-         total_free_used = u.total_free_used + (v_type = 'free')::integer,
-         total_paid_used = u.total_paid_used + (v_type = 'paid')::integer
-   where u.user_id = p_user_id;
-
-  insert into public.credit_charges (user_id, idempotency_key, credit_type, status)
-  values (p_user_id, p_idempotency_key, v_type, 'captured');
-
-  return v_type;
-end;
-$$;
-
-revoke all on function public.consume_expansion_credit(uuid, uuid) from public, anon, authenticated;
-grant execute on function public.consume_expansion_credit(uuid, uuid) to service_role;

@@ -27,6 +27,18 @@ def _user_message(task: Task, idea: IdeaBrief, instructions: str) -> str:
     return f"Task: {task}\n{instructions}\n\nThe idea:\n{idea.as_prompt()}"
 
 
+def _openai(api_key: str, timeout: float, max_retries: int, http_client: Any, base_url: str | None) -> tuple[Any, Any]:
+    """(the `openai` module, a client): the module's APIError is what failures raise."""
+    try:
+        import openai
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ProviderError("OpenAI needs: pip install 'idea-expansion[llm]'") from exc
+    client = openai.OpenAI(
+        api_key=api_key, timeout=timeout, max_retries=max_retries, http_client=http_client, base_url=base_url
+    )
+    return openai, client
+
+
 def _validated(schema: type[T], data: Any, provider: str) -> T:
     try:
         return schema.model_validate(data)
@@ -47,15 +59,8 @@ class OpenAIProvider:
         http_client: Any = None,
         base_url: str | None = None,
     ) -> None:
-        # http_client: an httpx.Client (the SDKs accept it alongside their own httpx2 clients).
-        try:
-            import openai
-        except ImportError as exc:  # pragma: no cover - exercised only without the extra
-            raise ProviderError("the OpenAI provider needs: pip install 'idea-expansion[llm]'") from exc
-        self._errors = openai
-        self._client = openai.OpenAI(
-            api_key=api_key, timeout=timeout, max_retries=max_retries, http_client=http_client, base_url=base_url
-        )
+        # http_client: an httpx.Client (the OpenAI SDK accepts it alongside its own httpx2 clients).
+        self._errors, self._client = _openai(api_key, timeout, max_retries, http_client, base_url)
         self.model = model
         self.name = f"openai:{model}"
 
@@ -160,14 +165,7 @@ class OpenAIImageRenderer:
         http_client: Any = None,
         base_url: str | None = None,
     ) -> None:
-        try:
-            import openai
-        except ImportError as exc:  # pragma: no cover - exercised only without the extra
-            raise ProviderError("OpenAI images need: pip install 'idea-expansion[llm]'") from exc
-        self._errors = openai
-        self._client = openai.OpenAI(
-            api_key=api_key, timeout=timeout, max_retries=max_retries, http_client=http_client, base_url=base_url
-        )
+        self._errors, self._client = _openai(api_key, timeout, max_retries, http_client, base_url)
         self.model = model
         self.size = size
         self.name = f"openai-images:{model}"
