@@ -289,6 +289,32 @@ def test_backup_and_restore_round_trip(cli_db: str, fresh_database: FreshDatabas
     assert all(count > 0 for count, _ in before.values()), before
 
 
+def test_clear_refuses_while_runs_hold_credits(cli_db: str) -> None:
+    email = new_user(cli_db)
+    ok("ideas", "add", "In flight", "-u", email, "--db-url", cli_db)
+    with psycopg.connect(cli_db, autocommit=True) as conn:
+        conn.execute(
+            "select public.start_expansion((select id from public.users where email = %s), null, null, null, true)",
+            (email,),
+        )
+    refused = run("db", "clear", email, "--db-url", cli_db, "--yes")
+    assert refused.exit_code == 1
+    assert "1 run(s) queued or running" in refused.output
+    assert "In flight" in ok("db", "check-ideas", email, "--db-url", cli_db)
+
+
+def test_restore_reads_the_file_before_touching_the_database(cli_db: str, tmp_path: Path) -> None:
+    garbage = tmp_path / "not-a-backup.dump"
+    garbage.write_bytes(b"this is not a pg_dump archive")
+    with psycopg.connect(cli_db) as conn:
+        before = table_fingerprints(conn)
+    failed = run("db", "restore", str(garbage), "--db-url", cli_db, "--yes")
+    assert failed.exit_code == 1
+    assert "reading the backup failed" in failed.output
+    with psycopg.connect(cli_db) as conn:
+        assert table_fingerprints(conn) == before
+
+
 def test_reset_data_complete_reset_migrate_and_seed_admin(
     fresh_database: FreshDatabase, project: SupabaseProject
 ) -> None:

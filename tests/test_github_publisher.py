@@ -168,11 +168,38 @@ def test_refusals_raise_with_the_status(
     assert route.call_count == 1
 
 
-def test_server_errors_are_retried_with_a_bound(api: respx.MockRouter) -> None:
+def test_creating_is_never_retried_but_later_calls_are_with_a_bound(api: respx.MockRouter) -> None:
     route = api.post(f"{API}/user/repos").mock(return_value=httpx.Response(502, json={"message": "Bad Gateway"}))
     with pytest.raises(PublishError, match="502"):
         GitHubPublisher("t", backoff_seconds=0, max_retries=2).publish(REPO)
-    assert route.call_count == 3
+    assert route.call_count == 1  # the repository may exist: a retry would create a second one
+
+    routes = mock_github(api)
+    flaky = httpx.Response(502, json={"message": "Bad Gateway"})
+    routes["ref"].mock(side_effect=[flaky, flaky, httpx.Response(200, json={"object": {"sha": PARENT}})])
+    assert GitHubPublisher("t", backoff_seconds=0, max_retries=2).publish(REPO).commit_sha == COMMIT
+    assert routes["ref"].call_count == 3
+    routes["ref"].mock(return_value=flaky)
+    routes["create"].mock(return_value=httpx.Response(201, json=repo_created("explain-regular-expressions")))
+    with pytest.raises(PublishError, match="502"):
+        GitHubPublisher("t", backoff_seconds=0, max_retries=2).publish(REPO)
+
+
+def test_topics_failing_does_not_unpublish(api: respx.MockRouter) -> None:
+    routes = mock_github(api)
+    routes["topics"].mock(return_value=httpx.Response(422, json={"message": "Invalid topics"}))
+    result = GitHubPublisher("t", backoff_seconds=0).publish(REPO)
+    assert result.url == "https://github.com/octocat/explain-regular-expressions"
+    assert "Invalid topics" in result.metadata()["topics_error"]
+
+
+def test_unexpected_bodies_are_publish_errors(api: respx.MockRouter) -> None:
+    api.post(f"{API}/user/repos").mock(return_value=httpx.Response(201, text="<html>proxy</html>"))
+    with pytest.raises(PublishError, match="not JSON"):
+        GitHubPublisher("t", backoff_seconds=0).publish(REPO)
+    api.post(f"{API}/user/repos").mock(return_value=httpx.Response(500, json=["not", "an", "object"]))
+    with pytest.raises(PublishError, match="500"):
+        GitHubPublisher("t", backoff_seconds=0).publish(REPO)
 
 
 def test_pipeline_publishes_with_the_users_token_and_retries_later_without_charging(

@@ -382,3 +382,99 @@ def test_blog_slugs_are_unique_per_user_and_html_is_escaped(client: IdeaExpansio
     other = client.ideas.create(user_id=other_user, title=title)
     pipeline.expand(other_user, idea_id=other.id, format="blog_post")
     assert client.blog_posts.list(user_id=other_user)[0].slug == "ship-script-alert-1-script-small-things"
+
+
+def test_a_key_that_is_queued_or_running_elsewhere_is_reported_not_run_again(
+    client: IdeaExpansion, pipeline: Pipeline, provider: CountingProvider
+) -> None:
+    user = new_user(client)
+    key = uuid.uuid4()
+    queued = pipeline.enqueue(user, idea_id=new_idea(client, user), format="twitter_thread", idempotency_key=key)
+    followed = pipeline.expand(user, idempotency_key=key)
+    assert followed.execution.id == queued.id
+    assert followed.status == ExecutionStatus.QUEUED
+    assert followed.outputs == []
+    assert provider.calls == []
+
+    racing_key = uuid.uuid4()
+    idea = new_idea(client, user, "Raced idea")
+    barrier = threading.Barrier(4)
+    results: list[Any] = []
+
+    def race() -> None:
+        barrier.wait()
+        results.append(pipeline.expand(user, idea_id=idea, format="twitter_thread", idempotency_key=racing_key))
+
+    threads = [threading.Thread(target=race) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({r.execution.id for r in results}) == 1
+    assert Counter(task for task, _ in provider.calls) == {"judge": 1, "twitter_thread": 1}
+    assert len(client.outputs.list(user_id=user)) == 1
+
+
+def test_one_idea_is_never_in_two_runs(client: IdeaExpansion, pipeline: Pipeline) -> None:
+    from idea_expansion import ConflictError
+
+    user = new_user(client)
+    idea = new_idea(client, user)
+    pipeline.enqueue(user, idea_id=idea, format="blog_post")
+    with pytest.raises(ConflictError, match="already being expanded"):
+        pipeline.expand(user, idea_id=idea, format="blog_post")
+    assert snapshot(client, user) == (4, 0, 0)  # only the queued run holds a credit
+
+
+def test_credits_held_by_runs_in_flight_are_neither_charged_nor_refundable(
+    client: IdeaExpansion, pipeline: Pipeline
+) -> None:
+    from idea_expansion import APIError
+
+    user = new_user(client, free_expansions_remaining=0)
+    receipt = client.credits.grant(user, 1, "1.00", f"HELD-{uuid.uuid4().hex[:8]}")
+    run = pipeline.enqueue(user, idea_id=new_idea(client, user), format="twitter_thread")
+    with pytest.raises(APIError, match="still in flight") as consumed:
+        client.credits.consume(user, idempotency_key=run.id)
+    assert consumed.value.code == "55000"
+    with pytest.raises(APIError, match="runs in flight holding paid credits") as refused:
+        client.credits.refund(receipt.id)
+    assert refused.value.code == "55000"
+    pipeline.run_worker(exit_when_idle=True)
+    refund = client.credits.refund(receipt.id)
+    assert (refund.credits_purchased, refund.credits_removed) == (1, 0)  # it was spent on the run
+
+
+def test_a_worker_survives_a_database_blip(client: IdeaExpansion, provider: CountingProvider) -> None:
+    from idea_expansion import ConnectionError as DatabaseUnreachable
+
+    class Flaky(Pipeline):
+        blips = 2
+
+        def _claim(self, worker: str) -> Any:
+            if self.blips:
+                self.blips -= 1
+                raise DatabaseUnreachable("connection reset by peer")
+            return super()._claim(worker)
+
+    pipeline = Flaky(client, provider=provider)
+    user = new_user(client)
+    run = pipeline.enqueue(user, idea_id=new_idea(client, user), format="twitter_thread")
+    assert pipeline.run_worker(poll_interval=0.01, exit_when_idle=True) == 1
+    assert client.executions.get(run.id).status == ExecutionStatus.COMPLETED
+
+
+def test_each_judge_evaluation_beats_the_heartbeat(client: IdeaExpansion, pipeline: Pipeline, db: Db) -> None:
+    user = new_user(client)
+    idea = new_idea(client, user)
+    run = pipeline.enqueue(user, format="twitter_thread")
+    with db.admin() as conn:
+        conn.execute(
+            "update public.executions set status = 'running', heartbeat_at = now() - interval '14 minutes' "
+            "where id = %s",
+            (run.id,),
+        )
+    with db.as_service() as conn:
+        conn.execute("select public.record_idea_evaluation(%s, 70, %s)", (idea, run.id))
+    assert pipeline.reap() == []  # judged a moment ago: alive, not stale
+    assert client.ideas.get(idea).times_evaluated == 1

@@ -15,10 +15,36 @@ from pathlib import Path
 
 import pytest
 
-from idea_expansion import ExecutionStatus, IdeaExpansion
+from idea_expansion import ExecutionStatus, IdeaExpansion, Settings
+from idea_expansion.local import SupabaseProject, reset
 from idea_expansion.pipeline import OfflineProvider, Pipeline
 
 from ._db import Db
+
+
+@pytest.fixture(scope="module")
+def database_url(fresh_database, project: SupabaseProject) -> str:  # type: ignore[no-untyped-def]
+    """A database of their own: worker processes claim every queued run they can see."""
+    url: str = fresh_database()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        reset(conn, project)
+    return url
+
+
+@pytest.fixture(scope="module")
+def db(database_url: str):  # type: ignore[no-untyped-def]
+    handle = Db(database_url)
+    yield handle
+    handle.close()
+
+
+@pytest.fixture(scope="module")
+def client(database_url: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    settings = Settings(_env_file=None, DATABASE_URL=database_url)  # type: ignore[call-arg]
+    with IdeaExpansion(settings=settings, backend="postgres", storage_dir=tmp_path_factory.mktemp("storage")) as sdk:
+        yield sdk
 
 
 def start_worker(database_url: str, storage: Path, *extra: str) -> subprocess.Popen[str]:

@@ -263,7 +263,7 @@ EXPECTED_EXECUTE = {
     "mark_expansion_partial(uuid,text,text)": {"service_role"},
     "claim_next_expansion(text)": {"service_role"},
     "reap_stale_expansions(interval)": {"service_role"},
-    "record_idea_evaluation(uuid,integer)": {"service_role"},
+    "record_idea_evaluation(uuid,integer,uuid)": {"service_role"},
     "refund_payment(uuid,text)": {"service_role"},
     "report_user_summary()": {"service_role"},
     "report_top_users(integer)": {"service_role"},

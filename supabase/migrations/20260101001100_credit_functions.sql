@@ -117,12 +117,18 @@ begin
           message = 'idempotency key already used for another user',
           detail = pg_catalog.format('idempotency_key %s', p_idempotency_key);
       end if;
-      -- A key whose run failed had its credit given back: it is not "already charged".
+      -- A key whose run failed had its credit given back, and one still in flight may yet be: neither
+      -- is "already charged".
       if v_charge.status = 'released' then
         raise exception using
           errcode = '55000',
           message = 'the run with this idempotency key failed and its credit was released',
           hint = 'Use a new key for a new attempt.';
+      elsif v_charge.status = 'held' then
+        raise exception using
+          errcode = '55000',
+          message = 'the run with this idempotency key is still in flight; its credit is held, not yet charged',
+          hint = 'Ask again once the run has finished.';
       end if;
       return v_charge.credit_type;
     end if;

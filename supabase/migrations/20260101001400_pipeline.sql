@@ -36,6 +36,10 @@ comment on column public.executions.requested_format is 'The format the caller f
 comment on column public.executions.current_stage is 'The stage the run is in (done once finished).';
 comment on column public.executions.heartbeat_at is 'Last sign of life from the worker; stale running runs are reaped.';
 
+-- An idea is expanded by at most one run at a time (a second one would charge twice for it).
+create unique index executions_one_in_flight_per_idea on public.executions (selected_idea_id)
+  where status in ('queued', 'running');
+
 -- Workers claim the oldest queued run; the reaper scans running runs by heartbeat.
 create index idx_executions_queued on public.executions (started_at) where status = 'queued';
 create index idx_executions_running_heartbeat on public.executions (heartbeat_at) where status = 'running';
@@ -48,7 +52,7 @@ create function public.start_expansion(
   p_idempotency_key uuid default null,
   p_enqueue boolean default false
 )
-returns public.executions
+returns jsonb
 language plpgsql
 volatile
 security invoker
@@ -85,7 +89,8 @@ begin
       if v_execution.user_id <> p_user_id then
         raise exception using errcode = '23505', message = 'idempotency key already used for another user';
       end if;
-      return v_execution;
+      -- created=false: the caller must not run it again; it reports the existing run instead.
+      return pg_catalog.jsonb_build_object('created', false, 'execution', pg_catalog.to_jsonb(v_execution));
     end if;
   end if;
 
@@ -99,6 +104,14 @@ begin
       raise exception using
         errcode = '22023',
         message = pg_catalog.format('idea %s is %s; only pending ideas can be expanded', p_idea_id, v_idea_status);
+    end if;
+    -- Race-free: every start for this user holds the usage row lock taken above.
+    if exists (select 1 from public.executions e
+                where e.selected_idea_id = p_idea_id and e.status in ('queued', 'running')) then
+      raise exception using
+        errcode = '23505',
+        message = pg_catalog.format('idea %s is already being expanded', p_idea_id),
+        hint = 'Wait for that run to finish (or pass the same idempotency key to follow it).';
     end if;
   end if;
 
@@ -132,13 +145,13 @@ begin
   insert into public.credit_charges (user_id, idempotency_key, credit_type, status)
   values (p_user_id, v_execution.id, v_type, 'held');
 
-  return v_execution;
+  return pg_catalog.jsonb_build_object('created', true, 'execution', pg_catalog.to_jsonb(v_execution));
 end;
 $$;
 
 comment on function public.start_expansion(uuid, uuid, text, uuid, boolean) is
-  'Holds one credit (PT402 when none) and creates the running (or queued) execution, atomically. '
-  'The same idempotency key returns the existing execution and holds nothing more.';
+  'Holds one credit (PT402 when none) and creates the running (or queued) execution, atomically; returns '
+  '{created, execution}. The same idempotency key returns the existing execution (created=false) and holds nothing.';
 revoke all on function public.start_expansion(uuid, uuid, text, uuid, boolean) from public, anon, authenticated;
 grant execute on function public.start_expansion(uuid, uuid, text, uuid, boolean) to service_role;
 
@@ -413,7 +426,7 @@ revoke all on function public.reap_stale_expansions(interval) from public, anon,
 grant execute on function public.reap_stale_expansions(interval) to service_role;
 
 -- record_idea_evaluation (the judge) ------------------------------------------------------------------
-create function public.record_idea_evaluation(p_idea_id uuid, p_score integer)
+create function public.record_idea_evaluation(p_idea_id uuid, p_score integer, p_execution_id uuid default null)
 returns void
 language sql
 volatile
@@ -425,9 +438,12 @@ as $$
          last_evaluated_at = pg_catalog.now(),
          times_evaluated = i.times_evaluated + 1
    where i.id = p_idea_id;
+  -- Judging many ideas takes a while: each evaluation is also the run's heartbeat.
+  update public.executions e set heartbeat_at = pg_catalog.now()
+   where e.id = p_execution_id and e.status = 'running';
 $$;
 
-comment on function public.record_idea_evaluation(uuid, integer) is
-  'The judge scored an idea: sets priority_score and last_evaluated_at, counts the evaluation.';
-revoke all on function public.record_idea_evaluation(uuid, integer) from public, anon, authenticated;
-grant execute on function public.record_idea_evaluation(uuid, integer) to service_role;
+comment on function public.record_idea_evaluation(uuid, integer, uuid) is
+  'The judge scored an idea: sets priority_score and last_evaluated_at, counts the evaluation, beats the run''s heartbeat.';
+revoke all on function public.record_idea_evaluation(uuid, integer, uuid) from public, anon, authenticated;
+grant execute on function public.record_idea_evaluation(uuid, integer, uuid) to service_role;

@@ -32,6 +32,15 @@ begin
 
   select u.paid_credits_remaining into v_paid
     from public.usage_tracking u where u.user_id = v_receipt.user_id for update;
+  -- A paid credit held by a run in flight is in neither the balance nor spent yet: if that run failed
+  -- after the refund, its release would hand the refunded credit back. Refund once runs have settled.
+  if exists (select 1 from public.credit_charges c
+              where c.user_id = v_receipt.user_id and c.status = 'held' and c.credit_type = 'paid') then
+    raise exception using
+      errcode = '55000',
+      message = 'the user has runs in flight holding paid credits',
+      hint = 'Refund once they have finished (or been reaped).';
+  end if;
   -- A pending receipt never granted anything; a verified one takes back what is left of its credits.
   if v_receipt.status = 'verified' and v_paid is not null then
     v_removed := least(v_paid, v_receipt.credits_purchased);

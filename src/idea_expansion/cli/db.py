@@ -331,6 +331,15 @@ def clear(email: Email, db_url: DbUrl = None, yes: Yes = False) -> None:
         user = user_by_email(client, email)
         _confirm(yes, f"Delete all ideas, runs and outputs of {user.email}?")
         with connect(db_url) as conn, conn.transaction():
+            in_flight = conn.execute(
+                "select count(*) from public.executions where user_id = %s and status in ('queued', 'running') ",
+                (user.id,),
+            ).fetchone()
+            if in_flight and in_flight[0]:
+                fail(
+                    f"{user.email} has {in_flight[0]} run(s) queued or running, holding credits; "
+                    "let them finish (or reap them) before clearing"
+                )
             runs = conn.execute("delete from public.executions where user_id = %s", (user.id,)).rowcount
             ideas = conn.execute("delete from public.ideas where user_id = %s", (user.id,)).rowcount
         console.print(f"[green]Cleared {user.email}[/]: {ideas} ideas and {runs} runs (with their outputs) deleted")

@@ -21,7 +21,8 @@ def worker_command(
     db_url: Annotated[str | None, typer.Option("--db-url", help=DB_URL_HELP)] = None,
     exit_when_idle: Annotated[bool, typer.Option("--exit-when-idle", help="Stop once the queue is empty.")] = False,
     stale_after: Annotated[
-        float, typer.Option("--stale-after", help="Seconds without a heartbeat before a run is reaped.")
+        float,
+        typer.Option("--stale-after", min=60, help="Seconds without a heartbeat before a run is reaped (>= 60)."),
     ] = 900.0,
     simulate_latency: Annotated[
         float, typer.Option("--simulate-latency", help="Offline provider only: seconds each model call waits.")

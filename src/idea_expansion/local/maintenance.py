@@ -86,6 +86,10 @@ EXPECTED_FUNCTIONS = {
     "finish_expansion(uuid,text,jsonb)": {"service_role"},
     "claim_next_expansion(text)": {"service_role"},
     "reap_stale_expansions(interval)": {"service_role"},
+    "record_expansion_stage(uuid,text,jsonb)": {"service_role"},
+    "settle_expansion_credit(uuid,boolean)": {"service_role"},
+    "mark_expansion_partial(uuid,text,text)": {"service_role"},
+    "record_idea_evaluation(uuid,integer,uuid)": {"service_role"},
     "refund_payment(uuid,text)": {"service_role"},
 }
 EXPECTED_TRIGGERS = {
@@ -321,9 +325,11 @@ def restore(conn: psycopg.Connection[Any], url: str, project: SupabaseProject, p
             "restore rebuilds the schema and disables triggers, which a Supabase database does not allow; "
             "restore Supabase projects from the dashboard (Database -> Backups)"
         )
+    pg_restore = _tool("pg_restore", url)
+    # Read the archive before touching anything: a file that is not a backup must not cost the data.
+    _run([pg_restore, "--list", str(path)], "reading the backup")
     reset(conn, project, seed=False)
     conn.execute("delete from storage.objects")
-    pg_restore = _tool("pg_restore", url)
     _run(
         [
             pg_restore,

@@ -48,15 +48,19 @@ class PublishResult:
     clone_url: str
     commit_sha: str
     files: int
+    topics_error: str | None = None
 
     def metadata(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "owner": self.owner,
             "repo_name": self.repo_name,
             "clone_url": self.clone_url,
             "commit_sha": self.commit_sha,
             "files_committed": self.files,
         }
+        if self.topics_error:
+            data["topics_error"] = self.topics_error
+        return data
 
 
 class GitHubPublisher:
@@ -104,8 +108,13 @@ class GitHubPublisher:
             json={"message": message, "tree": tree["sha"], "parents": [parent_sha]},
         )
         self._request("PATCH", f"/repos/{owner}/{name}/git/refs/heads/{branch}", json={"sha": commit["sha"]})
+        topics_error = None
         if repo.topics:
-            self._request("PUT", f"/repos/{owner}/{name}/topics", json={"names": repo.topics[:20]})
+            # The repository and its commit are what matter: topics failing must not make it look unpublished.
+            try:
+                self._request("PUT", f"/repos/{owner}/{name}/topics", json={"names": repo.topics[:20]})
+            except PublishError as exc:
+                topics_error = str(exc)
         return PublishResult(
             url=created["html_url"],
             owner=owner,
@@ -113,6 +122,7 @@ class GitHubPublisher:
             clone_url=created["clone_url"],
             commit_sha=commit["sha"],
             files=len(repo.files),
+            topics_error=topics_error,
         )
 
     def _create_repository(self, repo: GitHubRepoContent) -> Any:
@@ -120,10 +130,12 @@ class GitHubPublisher:
         for attempt in range(1, self._name_attempts + 1):
             name = repo.repo_name if attempt == 1 else f"{repo.repo_name[:56]}-{attempt}"
             try:
+                # Never retried: after a timeout the repository may exist, and a retry would make a second one.
                 return self._request(
                     "POST",
                     "/user/repos",
                     json={"name": name, "description": description, "private": False, "auto_init": True},
+                    retries=0,
                 )
             except PublishError as exc:
                 if not exc.name_taken:
@@ -134,24 +146,36 @@ class GitHubPublisher:
         )
 
     def _request(
-        self, method: str, path: str, *, json: Any = None, retry_statuses: frozenset[int] | set[int] = frozenset()
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        retry_statuses: frozenset[int] | set[int] = frozenset(),
+        retries: int | None = None,
     ) -> Any:
-        for attempt in range(self._max_retries + 1):
+        limit = self._max_retries if retries is None else retries
+        for attempt in range(limit + 1):
             try:
                 response = self._http.request(method, self._base + path, json=json, headers=self._headers)
             except httpx.HTTPError as exc:
-                if attempt == self._max_retries:
+                if attempt == limit:
                     raise PublishError(f"cannot reach GitHub: {exc}") from None
                 time.sleep(self._backoff * 2**attempt)
                 continue
             status = response.status_code
             retryable = status in (429, 500, 502, 503, 504) or status in retry_statuses
-            if retryable and attempt < self._max_retries:
+            if retryable and attempt < limit:
                 time.sleep(_retry_after(response) or self._backoff * 2**attempt)
                 continue
             if status >= 400:
                 raise PublishError(_describe(method, path, response), status=status, errors=_errors(response))
-            return response.json() if response.content else None
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                raise PublishError(f"GitHub {method} {path} answered {status} with a body that is not JSON") from None
         raise PublishError(f"GitHub {method} {path} kept failing")  # pragma: no cover - loop always returns
 
 
@@ -175,9 +199,15 @@ def _errors(response: httpx.Response) -> list[Any]:
 def _describe(method: str, path: str, response: httpx.Response) -> str:
     try:
         body = response.json()
-        detail = body.get("message", "")
-        errors = "; ".join(str(e.get("message", e)) for e in body.get("errors", []) if isinstance(e, dict))
     except ValueError:
+        body = None
+    if isinstance(body, dict):
+        detail = str(body.get("message", ""))
+        listed = body.get("errors")
+        errors = "; ".join(
+            str(e.get("message", e)) for e in (listed if isinstance(listed, list) else []) if isinstance(e, dict)
+        )
+    else:
         detail, errors = response.text[:200], ""
     status = response.status_code
     if status == 401:

@@ -163,8 +163,8 @@ class Pipeline:
             PipelineError: the run failed; it is recorded as failed and its credit released.
             InvalidRequestError / NotFoundError: a bad format, or an idea that is not the user's or not pending.
         """
-        execution = self._start(user_id, idea_id, format, idempotency_key, enqueue=False)
-        if execution.status != ExecutionStatus.RUNNING or execution.current_stage != Stage.SELECT:
+        execution, created = self._start(user_id, idea_id, format, idempotency_key, enqueue=False)
+        if not created:  # a retry with the same key: report that run, never run it a second time
             return self._replayed(execution)
         return self._execute(execution, on_progress)
 
@@ -178,7 +178,7 @@ class Pipeline:
     ) -> Execution:
         """Queue an expansion for the workers. Its credit is held now, so queueing beyond the balance is
         refused with `InsufficientCreditsError` just as running would be."""
-        return self._start(user_id, idea_id, format, idempotency_key, enqueue=True)
+        return self._start(user_id, idea_id, format, idempotency_key, enqueue=True)[0]
 
     def status(self, execution_id: IdLike) -> ExpansionStatus:
         """Where a run is: status, stage, its outputs and its error if any."""
@@ -226,15 +226,28 @@ class Pipeline:
             nonlocal processed
             name = f"{base}/{index}"
             last_reap = 0.0
+            failures = 0
             while not stop.is_set():
-                if index == 0 and time.monotonic() - last_reap > 30:
-                    last_reap = time.monotonic()
-                    self.reap()
-                with lock:
-                    if max_runs is not None and processed >= max_runs:
-                        return
-                    processed += 1  # reserve the slot before claiming
-                claimed = self._claim(name)
+                try:
+                    if index == 0 and time.monotonic() - last_reap > 30:
+                        last_reap = time.monotonic()
+                        self.reap()
+                    with lock:
+                        if max_runs is not None and processed >= max_runs:
+                            return
+                        processed += 1  # reserve the slot before claiming
+                    try:
+                        claimed = self._claim(name)
+                    except BaseException:
+                        with lock:
+                            processed -= 1
+                        raise
+                    failures = 0
+                except Exception:  # a database blip must not silently kill the worker thread
+                    failures += 1
+                    log.exception("worker %s could not claim or reap (attempt %d); retrying", name, failures)
+                    stop.wait(min(30.0, poll_interval * 2**failures))
+                    continue
                 if claimed is None:
                     with lock:
                         processed -= 1
@@ -278,8 +291,8 @@ class Pipeline:
         idempotency_key: IdLike | None,
         *,
         enqueue: bool,
-    ) -> Execution:
-        row = self._rpc(
+    ) -> tuple[Execution, bool]:
+        started = self._rpc(
             "start_expansion",
             {
                 "p_user_id": parse_id(user_id, "user id"),
@@ -288,9 +301,8 @@ class Pipeline:
                 "p_idempotency_key": None if idempotency_key is None else parse_id(idempotency_key, "idempotency key"),
                 "p_enqueue": enqueue,
             },
-            returns="row",
         )
-        return to_model(Execution, row)
+        return to_model(Execution, started["execution"]), bool(started["created"])
 
     def _claim(self, worker: str) -> Execution | None:
         rows = self._rpc("claim_next_expansion", {"p_worker_id": worker}, returns="rows")
@@ -383,7 +395,10 @@ class Pipeline:
         best: tuple[int, Idea, JudgeVerdict] | None = None
         for idea in candidates:
             verdict = self._ask("judge", JudgeVerdict, idea, run)
-            self._rpc("record_idea_evaluation", {"p_idea_id": idea.id, "p_score": verdict.score})
+            self._rpc(
+                "record_idea_evaluation",
+                {"p_idea_id": idea.id, "p_score": verdict.score, "p_execution_id": run.execution.id},
+            )
             if best is None or verdict.score > best[0]:
                 best = (verdict.score, idea, verdict)
         assert best is not None
