@@ -21,7 +21,7 @@ from .backends.rest import RestBackend
 from .backends.storage import LocalStorage, RestStorage, StorageBackend
 from .crypto import Encryptor, parse_key
 from .pipeline.runner import Pipeline
-from .pipeline.setup import image_renderer_from_settings, providers_from_settings
+from .pipeline.setup import pipeline_from_settings
 from .resources._base import IdLike, parse_id
 from .resources.credentials import Credentials
 from .resources.credits import Credits
@@ -183,11 +183,7 @@ class IdeaExpansion:
     @functools.cached_property
     def pipeline(self) -> Pipeline:
         """The expansion pipeline, with the providers IDEA_EXPANSION_PROVIDER names (offline by default)."""
-        return Pipeline(
-            self,
-            provider=providers_from_settings(self.settings),
-            image_renderer=image_renderer_from_settings(self.settings),
-        )
+        return pipeline_from_settings(self, self.settings)
 
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:

@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 
 from .._settings import Settings
-from ..pipeline import Pipeline
-from ..pipeline.setup import image_renderer_from_settings, providers_from_settings
+from ..pipeline.setup import pipeline_from_settings
 from ..types import IdeaStatus, OutputFormat
 from ._common import DB_URL_HELP, CsvOption, JsonOption, command_errors, console, emit, fail, open_client, user_by_email
 from ._render import show_output, stage_progress
@@ -89,11 +88,7 @@ def expand_command(
             fail("say whose idea to expand: --user EMAIL, or --idea ID")
         owner = user_by_email(client, user) if user else client.users.get(client.ideas.get(idea).user_id)  # type: ignore[arg-type]
         settings = Settings() if provider is None else Settings(IDEA_EXPANSION_PROVIDER=provider)  # type: ignore[call-arg]
-        pipeline = Pipeline(
-            client,
-            provider=providers_from_settings(settings),
-            image_renderer=image_renderer_from_settings(settings),
-        )
+        pipeline = pipeline_from_settings(client, settings)
         with stage_progress(f"expanding for {owner.email}") as on_progress:
             result = pipeline.expand(owner.id, idea_id=idea, format=format, on_progress=on_progress)
         e = result.execution

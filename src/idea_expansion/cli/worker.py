@@ -11,8 +11,8 @@ import typer
 
 from .._client import IdeaExpansion
 from .._settings import Settings
-from ..pipeline import OfflineProvider, Pipeline
-from ..pipeline.setup import providers_from_settings
+from ..pipeline import OfflineProvider
+from ..pipeline.setup import pipeline_from_settings
 from ._common import DB_URL_HELP, command_errors, console
 
 
@@ -38,13 +38,15 @@ def worker_command(
     with command_errors():
         settings = Settings()
         with IdeaExpansion(settings=settings, backend="postgres" if db_url else None, database_url=db_url) as client:
-            provider = (
-                OfflineProvider(latency=simulate_latency) if simulate_latency else providers_from_settings(settings)
+            pipeline = pipeline_from_settings(
+                client,
+                settings,
+                provider=OfflineProvider(latency=simulate_latency) if simulate_latency else None,
+                stale_after=timedelta(seconds=stale_after),
             )
-            pipeline = Pipeline(client, provider=provider, stale_after=timedelta(seconds=stale_after))
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             signal.signal(signal.SIGINT, lambda *_: stop.set())
-            console.print(f"worker started ({concurrency} at once, provider {provider.name})")
+            console.print(f"worker started ({concurrency} at once, provider {pipeline.provider.name})")
             done = pipeline.run_worker(concurrency=concurrency, stop=stop, exit_when_idle=exit_when_idle)
             console.print(f"worker stopped after {done} run(s)")

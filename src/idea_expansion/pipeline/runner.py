@@ -54,6 +54,8 @@ __all__ = ["ExpansionResult", "ExpansionStatus", "Pipeline", "ProgressCallback"]
 log = logging.getLogger("idea_expansion.pipeline")
 T = TypeVar("T", bound=BaseModel)
 ProgressCallback = Callable[[Stage, uuid.UUID], None]
+STALE_AFTER = timedelta(minutes=15)
+"""How long a running execution may go without a heartbeat before the reaper fails it."""
 ImageRenderer = Callable[[ImageDraft], tuple[bytes, int, int, int]]
 """Makes a PNG for a draft: (bytes, width, height, tokens spent)."""
 
@@ -135,7 +137,7 @@ class Pipeline:
         image_renderer: ImageRenderer | None = None,
         github_http: Any = None,
         github_api_url: str = "https://api.github.com",
-        stale_after: timedelta = timedelta(minutes=15),
+        stale_after: timedelta | None = None,
     ) -> None:
         if client.scope.role != "service_role":
             raise IdeaExpansionError("the pipeline runs on the service client, not a user or anonymous view")
@@ -144,7 +146,7 @@ class Pipeline:
         self._render_image = image_renderer or _title_card
         self._github_http = github_http
         self._github_api = github_api_url
-        self.stale_after = stale_after
+        self.stale_after = stale_after or STALE_AFTER
 
     # -- public API -------------------------------------------------------------------------------------
     def expand(

@@ -1,24 +1,50 @@
-"""Providers from settings: IDEA_EXPANSION_PROVIDER lists them in fallback order."""
+"""Pipelines from settings: IDEA_EXPANSION_PROVIDER lists the providers in fallback order."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from .._exceptions import ConfigurationError
 from .._settings import Settings
 from .content import ImageDraft
 from .providers import AnthropicProvider, FallbackProvider, OfflineProvider, OpenAIImageRenderer, OpenAIProvider
 from .providers import Provider as ModelProvider
+from .runner import Pipeline
 
-__all__ = ["image_renderer_from_settings", "providers_from_settings"]
+if TYPE_CHECKING:
+    from .._client import IdeaExpansion
+
+__all__ = ["image_renderer_from_settings", "pipeline_from_settings", "providers_from_settings"]
+
+
+def pipeline_from_settings(
+    client: IdeaExpansion,
+    settings: Settings,
+    *,
+    provider: ModelProvider | None = None,
+    stale_after: timedelta | None = None,
+) -> Pipeline:
+    """The pipeline the settings describe: their providers and, with `openai` among them, OpenAI images.
+    An explicit `provider` replaces both (images are then the offline title card)."""
+    return Pipeline(
+        client,
+        provider=provider or providers_from_settings(settings),
+        image_renderer=None if provider else image_renderer_from_settings(settings),
+        stale_after=stale_after,
+    )
+
+
+def _provider_names(settings: Settings) -> list[str]:
+    return [n.strip().lower() for n in settings.provider.split(",") if n.strip()] or ["offline"]
 
 
 def providers_from_settings(settings: Settings) -> ModelProvider:
     """`offline` (default), `openai`, `anthropic`, or a comma-separated fallback order such as
     `openai,anthropic,offline`."""
-    names = [n.strip().lower() for n in settings.provider.split(",") if n.strip()] or ["offline"]
     chain: list[ModelProvider] = []
-    for name in names:
+    for name in _provider_names(settings):
         if name == "offline":
             chain.append(OfflineProvider())
         elif name == "openai":
@@ -34,8 +60,7 @@ def providers_from_settings(settings: Settings) -> ModelProvider:
 
 def image_renderer_from_settings(settings: Settings) -> Callable[[ImageDraft], tuple[bytes, int, int, int]] | None:
     """OpenAI images when `openai` is among the providers; otherwise None (the offline title card)."""
-    names = [n.strip().lower() for n in settings.provider.split(",")]
-    if "openai" not in names:
+    if "openai" not in _provider_names(settings):
         return None
     renderer = OpenAIImageRenderer(api_key=settings.require("openai_api_key"))
     return lambda draft: renderer.render(draft.prompt)
