@@ -1,10 +1,8 @@
-"""Run SQL the way PostgREST runs a request: one transaction, `set local role`, the JWT claims in
-`request.jwt.claims` (set with set_config(..., true)), the statement, then commit (or roll back)."""
+"""Run SQL the way PostgREST runs a request: one transaction, the role and JWT claims set exactly as the
+SDK's Postgres backend sets them (`set_request_context`), the statement, then commit (or roll back)."""
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,16 +12,10 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from idea_expansion.backends._base import Scope
+from idea_expansion.backends.postgres import set_request_context
+
 Conn = psycopg.Connection[Any]
-
-
-def claims_for(role: str, user_id: uuid.UUID | None = None) -> dict[str, Any]:
-    """The JWT claims PostgREST would expose for a role (and user)."""
-    now = int(time.time())
-    claims: dict[str, Any] = {"role": role, "iat": now, "exp": now + 3600}
-    if user_id is not None:
-        claims |= {"sub": str(user_id), "aud": "authenticated", "email": f"{user_id}@example.test"}
-    return claims
 
 
 class Db:
@@ -99,9 +91,5 @@ class Db:
 
 
 def apply_request_context(conn: Conn, role: str, user_id: uuid.UUID | None) -> None:
-    """What PostgREST does at the start of every request transaction."""
-    conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
-    conn.execute(
-        "select set_config('request.jwt.claims', %s, true), set_config('request.method', 'POST', true)",
-        (json.dumps(claims_for(role, user_id)),),
-    )
+    """The request context for `role` (also roles PostgREST never uses, like supabase_auth_admin)."""
+    set_request_context(conn, Scope(role, user_id))  # type: ignore[arg-type]

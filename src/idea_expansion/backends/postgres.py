@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .._exceptions import ConnectionError, InvalidRequestError, TimeoutError, error_from_code
 from ._base import Delete, Eq, Filter, In, Insert, Is, Json, Keyset, Request, Rpc, Scope, Select, Update
 
-__all__ = ["PostgresBackend"]
+__all__ = ["PostgresBackend", "set_request_context"]
 
 _SCHEMA = "public"
 
@@ -71,11 +71,7 @@ class PostgresBackend:
         """One request transaction as `scope`; database errors become idea-expansion errors."""
         try:
             with self._pool.connection() as conn, conn.transaction():
-                # One round trip, as PostgREST does it: set_config('role', ..., true) is SET LOCAL ROLE.
-                conn.execute(
-                    "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
-                    (scope.role, json.dumps(scope.claims())),
-                )
+                set_request_context(conn, scope)
                 yield conn
         except psycopg.errors.QueryCanceled as exc:
             raise TimeoutError(f"the database did not answer in time: {exc.diag.message_primary}") from exc
@@ -113,6 +109,15 @@ class PostgresBackend:
             # A function returning a null composite yields one row of nulls, as PostgREST would say null.
             return rows[0] if rows and any(v is not None for v in rows[0].values()) else None
         return rows[0]["result"] if rows else None
+
+
+def set_request_context(conn: psycopg.Connection[Any], scope: Scope) -> None:
+    """What PostgREST does at the start of every request transaction, in one round trip:
+    `set_config('role', ..., true)` is SET LOCAL ROLE, then the JWT claims for this transaction."""
+    conn.execute(
+        "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+        (scope.role, json.dumps(scope.claims())),
+    )
 
 
 def _behind_transaction_pooler(url: str) -> bool:
