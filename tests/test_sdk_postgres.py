@@ -408,3 +408,21 @@ def test_access_tokens_are_verified_on_direct_postgres(database_url: str, encryp
         pytest.raises(ConfigurationError, match="SUPABASE_JWT_SECRET"),
     ):
         sdk.for_access_token(jwt.encode(claims, secret))
+
+
+def test_local_storage_refuses_a_supabase_database(fresh_database, project, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    from idea_expansion import ConfigurationError, Settings
+    from idea_expansion.local import reset
+
+    url = fresh_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        reset(conn, project, seed=False)
+        conn.execute("comment on schema auth is 'Supabase Auth'")  # what a real project's auth schema looks like
+    settings = Settings(_env_file=None, DATABASE_URL=url)  # type: ignore[call-arg]
+    with IdeaExpansion(settings=settings, backend="postgres", storage_dir=tmp_path) as sdk:
+        user = sdk.users.create(email=email())
+        with pytest.raises(ConfigurationError, match="Supabase Storage"):
+            sdk.storage.upload(f"{user.id}/x.png", b"\x89PNG")
+    assert not any(tmp_path.iterdir())

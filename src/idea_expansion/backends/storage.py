@@ -14,6 +14,7 @@ from urllib.parse import quote
 from psycopg.types.json import Jsonb
 
 from .._exceptions import ConfigurationError, InvalidRequestError, NotFoundError, StorageError
+from ..local.compat import database_kind
 from ._base import Scope
 from .postgres import PostgresBackend
 from .rest import RestBackend
@@ -87,10 +88,8 @@ class LocalStorage:
         if self._checked:
             return
         with self._backend.transaction(Scope("service_role")) as conn:
-            row = conn.execute(
-                "select coalesce(obj_description('auth'::regnamespace, 'pg_namespace'), '') as comment"
-            ).fetchone()
-        if row is None or not str(row["comment"]).startswith("idea-expansion supabase-compat"):
+            kind = database_kind(conn)
+        if kind == "supabase":
             raise ConfigurationError(
                 "this is a Supabase database: store files through Supabase Storage by setting SUPABASE_URL "
                 "and SUPABASE_SERVICE_ROLE_KEY (the REST backend), not in a local directory"

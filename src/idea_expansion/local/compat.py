@@ -6,6 +6,7 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from .._exceptions import DatabaseSetupError
 
@@ -19,9 +20,12 @@ def read_sql(name: str) -> str:
 
 def database_kind(conn: psycopg.Connection[Any]) -> str:
     """`"plain"` (no auth schema), `"compat"` (bootstrapped by us) or `"supabase"` (a real Supabase database)."""
-    row = conn.execute(
-        "select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = 'auth'"
-    ).fetchone()
+    # A tuple cursor, whatever row factory the connection uses (the SDK's pool returns dicts).
+    row = (
+        conn.cursor(row_factory=tuple_row)
+        .execute("select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = 'auth'")
+        .fetchone()
+    )
     if row is None:
         return "plain"
     comment = row[0] or ""
