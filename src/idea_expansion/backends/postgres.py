@@ -173,10 +173,8 @@ def _where(filters: Sequence[Filter], params: list[Any]) -> sql.Composable:
     return sql.SQL(" where ") + sql.SQL(" and ").join(parts)
 
 
-def _returning(columns: Sequence[str] = ()) -> sql.Composable:
-    if not columns:
-        return sql.SQL(" returning *")
-    return sql.SQL(" returning ") + sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+def _returning() -> sql.Composable:
+    return sql.SQL(" returning *")  # PostgREST's return=representation
 
 
 def compile_request(request: Request) -> tuple[sql.Composed, list[Any]]:

@@ -103,7 +103,7 @@ class RestBackend:
 
     # -- Backend protocol --------------------------------------------------------------------------
     def execute(self, request: Request, scope: Scope) -> list[dict[str, Any]]:
-        table = self.client_for(scope).table(_table_name(request))
+        table = self.client_for(scope).table(request.table)
         if isinstance(request, Select):
             query: Any = table.select(",".join(request.columns) or "*")
             query = _apply_filters(query, request.filters)
@@ -158,10 +158,6 @@ class RestBackend:
             raise TimeoutError(f"the Supabase API did not answer in time: {exc}") from None
         except httpx.TransportError as exc:
             raise ConnectionError(f"cannot reach the Supabase API: {exc}") from None
-
-
-def _table_name(request: Request) -> str:
-    return request.table
 
 
 def _text(value: Any) -> str | None:

@@ -62,8 +62,7 @@ def command_errors() -> Iterator[None]:
 
 def connect(db_url: str | None) -> psycopg.Connection[Any]:
     """An autocommit superuser connection to the chosen database (for db maintenance)."""
-    url = resolve_database_url(db_url, Settings().database_url)
-    return psycopg.connect(url, autocommit=True)
+    return psycopg.connect(database_url(db_url), autocommit=True)
 
 
 def database_url(db_url: str | None) -> str:

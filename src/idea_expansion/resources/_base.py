@@ -8,7 +8,7 @@ from uuid import UUID
 from pydantic import BaseModel, ValidationError
 
 from .._exceptions import IdeaExpansionError, InvalidRequestError, NotFoundError
-from ..backends._base import Request, Rpc, Scope
+from ..backends._base import Eq, Filter, Request, Rpc, Scope
 
 if TYPE_CHECKING:
     from .._client import IdeaExpansion
@@ -25,6 +25,18 @@ def parse_id(value: IdLike, what: str = "id") -> UUID:
         return UUID(str(value))
     except ValueError:
         raise InvalidRequestError(f"invalid {what}: {value!r} is not a UUID") from None
+
+
+def check_limit(limit: int) -> int:
+    """A page size: 1 to 1000 rows."""
+    if not 1 <= limit <= 1000:
+        raise InvalidRequestError(f"limit must be between 1 and 1000, not {limit}")
+    return limit
+
+
+def user_filter(user_id: IdLike | None) -> list[Filter]:
+    """Narrow a listing to one user when asked (the service client); RLS already narrows a user client."""
+    return [] if user_id is None else [Eq("user_id", parse_id(user_id, "user id"))]
 
 
 class Resource:

@@ -4,25 +4,12 @@ the service client writes them (the pipeline's database functions will do most o
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 from typing import Any
 
-from ..backends._base import Eq, Filter, Insert, Json, Order, Select, Update
+from ..backends._base import Eq, Insert, Json, Order, Select, Update
 from ..types import BlogPost, Execution, ExecutionStatus, Output, OutputFormat
-from ._base import IdLike, Resource, parse_id
-
-
-def _now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC)
-
-
-def _limit(limit: int) -> int:
-    from .._exceptions import InvalidRequestError
-
-    if not 1 <= limit <= 1000:
-        raise InvalidRequestError(f"limit must be between 1 and 1000, not {limit}")
-    return limit
+from ._base import IdLike, Resource, check_limit, parse_id, user_filter
 
 
 class Executions(Resource):
@@ -38,13 +25,12 @@ class Executions(Resource):
         self, *, status: ExecutionStatus | str | None = None, limit: int = 50, user_id: IdLike | None = None
     ) -> builtins.list[Execution]:
         """Runs, newest first."""
-        filters: builtins.list[Filter] = []
-        if user_id is not None:
-            filters.append(Eq("user_id", parse_id(user_id, "user id")))
+        filters = user_filter(user_id)
         if status is not None:
             filters.append(Eq("status", ExecutionStatus(status).value))
         return self._many(
-            Execution, Select("executions", filters, order=[Order("started_at", descending=True)], limit=_limit(limit))
+            Execution,
+            Select("executions", filters, order=[Order("started_at", descending=True)], limit=check_limit(limit)),
         )
 
     def create(self, *, user_id: IdLike, selected_idea_id: IdLike | None = None) -> Execution:
@@ -80,15 +66,13 @@ class Outputs(Resource):
         user_id: IdLike | None = None,
     ) -> builtins.list[Output]:
         """Outputs, newest first."""
-        filters: builtins.list[Filter] = []
-        if user_id is not None:
-            filters.append(Eq("user_id", parse_id(user_id, "user id")))
+        filters = user_filter(user_id)
         if execution_id is not None:
             filters.append(Eq("execution_id", parse_id(execution_id, "execution id")))
         if format is not None:
             filters.append(Eq("format", OutputFormat(format).value))
         return self._many(
-            Output, Select("outputs", filters, order=[Order("created_at", descending=True)], limit=_limit(limit))
+            Output, Select("outputs", filters, order=[Order("created_at", descending=True)], limit=check_limit(limit))
         )
 
     def create(
@@ -120,7 +104,7 @@ class Outputs(Resource):
                     "published": True,
                     "publication_url": url,
                     "publication_metadata": Json(metadata),
-                    "published_at": _now(),
+                    "published_at": dt.datetime.now(dt.UTC),
                 },
                 [Eq("id", parse_id(output_id, "output id"))],
             ),
@@ -145,9 +129,10 @@ class BlogPosts(Resource):
 
     def list(self, *, user_id: IdLike | None = None, limit: int = 50) -> builtins.list[BlogPost]:
         """Posts visible to this client, newest first (a user sees their own and public ones)."""
-        filters: builtins.list[Filter] = [] if user_id is None else [Eq("user_id", parse_id(user_id, "user id"))]
+        filters = user_filter(user_id)
         return self._many(
-            BlogPost, Select("blog_posts", filters, order=[Order("created_at", descending=True)], limit=_limit(limit))
+            BlogPost,
+            Select("blog_posts", filters, order=[Order("created_at", descending=True)], limit=check_limit(limit)),
         )
 
     def list_public(self, *, limit: int = 50) -> builtins.list[BlogPost]:
@@ -158,7 +143,7 @@ class BlogPosts(Resource):
                 "blog_posts",
                 [Eq("is_public", True)],
                 order=[Order("published_at", descending=True)],
-                limit=_limit(limit),
+                limit=check_limit(limit),
             ),
         )
 

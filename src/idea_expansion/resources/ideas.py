@@ -11,10 +11,10 @@ from typing import Any, Literal
 from uuid import UUID
 
 from .._exceptions import InvalidRequestError, NotFoundError
-from ..backends._base import Delete, Eq, Filter, Insert, Json, Keyset, Order, Select, Update
+from ..backends._base import Delete, Eq, Insert, Json, Keyset, Order, Select, Update
 from ..types import Idea, IdeaCreate, IdeaStatus, IdeaUpdate
 from ..types.params import parse_params
-from ._base import IdLike, Resource, parse_id
+from ._base import IdLike, Resource, check_limit, parse_id, user_filter
 
 SortKey = Literal["created_at", "priority_score"]
 
@@ -149,13 +149,10 @@ class Ideas(Resource):
     ) -> Select:
         if order_by not in ("created_at", "priority_score"):
             raise InvalidRequestError(f"order_by must be 'created_at' or 'priority_score', not {order_by!r}")
-        if not 1 <= limit <= 1000:
-            raise InvalidRequestError(f"limit must be between 1 and 1000, not {limit}")
+        check_limit(limit)
         if offset < 0:
             raise InvalidRequestError(f"offset must not be negative, not {offset}")
-        filters: builtins.list[Filter] = []
-        if user_id is not None:
-            filters.append(Eq("user_id", parse_id(user_id, "user id")))
+        filters = user_filter(user_id)
         if status is not None:
             try:
                 filters.append(Eq("status", IdeaStatus(status).value))
