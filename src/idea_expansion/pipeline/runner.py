@@ -323,7 +323,6 @@ class Pipeline:
         run = _Run(execution)
         stage = Stage.SELECT
         try:
-            stage = Stage.SELECT
             self._enter(run, stage, on_progress)
             candidates = self._candidates(execution)
 
@@ -466,7 +465,7 @@ class Pipeline:
     def _publish(self, run: _Run, content: Any) -> dict[str, Any]:
         try:
             result = self._github(run.execution.user_id).publish(content)
-        except (PublishError, NotFoundError, IdeaExpansionError) as exc:
+        except IdeaExpansionError as exc:  # GitHub refusing, no token, a token that no longer decrypts
             if isinstance(exc, PublishError) and exc.status == 401:
                 self._client.credentials.mark_validated(Provider.GITHUB, False, user_id=run.execution.user_id)
             run.soft_errors.append((Stage.PUBLISH, f"publishing to GitHub failed: {_describe(exc)}"))
@@ -550,8 +549,7 @@ def _title_card(draft: ImageDraft) -> tuple[bytes, int, int, int]:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, APIError):
-        return str(exc)
-    if isinstance(exc, ProviderError | PublishError):
+    # API, provider and publisher errors already say what failed; anything else is named by its type.
+    if isinstance(exc, APIError | ProviderError | PublishError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
