@@ -4,23 +4,68 @@ Create the repository (initialised, so it has a branch), commit every file in on
 Git Data API (one tree, one commit, one ref update), then set its topics. The owner comes from GitHub's
 response, never from the user's display name. A name that is taken is retried with a numbered suffix,
 a bounded number of times. Any refusal raises `PublishError`; nothing is faked.
+
+Retries are not written here: `github_http_client` builds the one client the pipeline owns (and closes),
+whose `httpx_retries.RetryTransport` retries 429/5xx and transport errors with a bounded, jittered
+exponential backoff that honours `Retry-After`. The publisher only borrows that client.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from httpx_retries import Retry, RetryTransport
 
 from .._exceptions import IdeaExpansionError
 from .content import GitHubRepoContent
 
-__all__ = ["GitHubPublisher", "PublishError", "PublishResult"]
+__all__ = ["GitHubPublisher", "PublishError", "PublishResult", "github_http_client"]
 
 API = "https://api.github.com"
 API_VERSION = "2022-11-28"
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Only methods whose repetition cannot duplicate anything are retried by the transport. Every POST is
+# sent once: above all POST /user/repos, since after a timeout or a 5xx the repository may exist and a
+# retry would create a second one. PATCH is listed on purpose: the only PATCH here moves a branch ref to
+# an absolute commit SHA, so sending it twice leaves the same state. PUT (topics) replaces the whole list.
+RETRY_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
+# Right after creation the new repository's git data may not exist yet: GitHub answers 404 or 409 for
+# its branch ref for a moment. That one GET carries its own bounded policy (httpx-retries honours a
+# per-request `Retry` in `request.extensions["retry"]`), which also treats those two statuses as
+# "not ready yet": at most 5 more tries, jittered backoff from 1 s, at most 4 s each, 15 s in total.
+REF_READY_RETRY = Retry(
+    total=5,
+    allowed_methods=["GET"],
+    status_forcelist=RETRY_STATUSES | {404, 409},
+    backoff_factor=0.5,
+    max_backoff_wait=4.0,
+    total_timeout=15.0,
+)
+
+
+def github_http_client(*, timeout: float = 30.0, retries: int = 3, backoff_factor: float = 1.0) -> httpx.Client:
+    """The HTTP client for GitHub's API; whoever calls this owns it and must close it.
+
+    `retries` bounds the retries of one request (429, 500, 502, 503, 504, and timeouts / network errors
+    before a response arrives) on the idempotent methods in `RETRY_METHODS`. The wait is GitHub's
+    `Retry-After` when sent, else `backoff_factor * 2**attempt` with full jitter; no single wait exceeds
+    60 s and the waits of one request add up to at most 120 s. `timeout` applies to each attempt.
+    """
+    retry = Retry(
+        total=retries,
+        allowed_methods=RETRY_METHODS,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff_factor,
+        max_backoff_wait=60.0,
+        total_timeout=120.0,
+    )
+    return httpx.Client(
+        transport=RetryTransport(httpx.HTTPTransport(), retry=retry),
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+    )
 
 
 class PublishError(IdeaExpansionError):
@@ -68,13 +113,12 @@ class GitHubPublisher:
         self,
         token: str,
         *,
-        http_client: httpx.Client | None = None,
+        http_client: httpx.Client,
         base_url: str = API,
         name_attempts: int = 3,
-        max_retries: int = 3,
-        backoff_seconds: float = 1.0,
     ) -> None:
-        self._http = http_client or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
+        """`http_client` is borrowed, never closed here: build it with `github_http_client` for retries."""
+        self._http = http_client
         self._base = base_url.rstrip("/")
         self._headers = {
             "Authorization": f"Bearer {token}",
@@ -82,8 +126,6 @@ class GitHubPublisher:
             "X-GitHub-Api-Version": API_VERSION,
         }
         self._name_attempts = name_attempts
-        self._max_retries = max_retries
-        self._backoff = backoff_seconds
 
     def publish(
         self, repo: GitHubRepoContent, *, message: str = "Initial version from idea-expansion"
@@ -91,7 +133,7 @@ class GitHubPublisher:
         created = self._create_repository(repo)
         owner, name = created["owner"]["login"], created["name"]
         branch = created.get("default_branch") or "main"
-        head = self._request("GET", f"/repos/{owner}/{name}/git/ref/heads/{branch}", retry_statuses={404, 409})
+        head = self._request("GET", f"/repos/{owner}/{name}/git/ref/heads/{branch}", retry=REF_READY_RETRY)
         parent_sha = head["object"]["sha"]
         parent = self._request("GET", f"/repos/{owner}/{name}/git/commits/{parent_sha}")
         tree = self._request(
@@ -130,12 +172,12 @@ class GitHubPublisher:
         for attempt in range(1, self._name_attempts + 1):
             name = repo.repo_name if attempt == 1 else f"{repo.repo_name[:56]}-{attempt}"
             try:
-                # Never retried: after a timeout the repository may exist, and a retry would make a second one.
+                # Sent once (POST is not in RETRY_METHODS): after a timeout the repository may exist, and a
+                # retry would make a second one. Only a 422 "name taken" leads to another, differently named, try.
                 return self._request(
                     "POST",
                     "/user/repos",
                     json={"name": name, "description": description, "private": False, "auto_init": True},
-                    retries=0,
                 )
             except PublishError as exc:
                 if not exc.name_taken:
@@ -145,46 +187,27 @@ class GitHubPublisher:
             status=422,
         )
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        retry_statuses: frozenset[int] | set[int] = frozenset(),
-        retries: int | None = None,
-    ) -> Any:
-        limit = self._max_retries if retries is None else retries
-        for attempt in range(limit + 1):
-            try:
-                response = self._http.request(method, self._base + path, json=json, headers=self._headers)
-            except httpx.HTTPError as exc:
-                if attempt == limit:
-                    raise PublishError(f"cannot reach GitHub: {exc}") from None
-                time.sleep(self._backoff * 2**attempt)
-                continue
-            status = response.status_code
-            retryable = status in (429, 500, 502, 503, 504) or status in retry_statuses
-            if retryable and attempt < limit:
-                time.sleep(_retry_after(response) or self._backoff * 2**attempt)
-                continue
-            if status >= 400:
-                raise PublishError(_describe(method, path, response), status=status, errors=_errors(response))
-            if not response.content:
-                return None
-            try:
-                return response.json()
-            except ValueError:
-                raise PublishError(f"GitHub {method} {path} answered {status} with a body that is not JSON") from None
-        raise PublishError(f"GitHub {method} {path} kept failing")  # pragma: no cover - loop always returns
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    def _request(self, method: str, path: str, *, json: Any = None, retry: Retry | None = None) -> Any:
+        """One call, retried (or not) by the client's transport; `retry` overrides its policy for this call."""
+        try:
+            response = self._http.request(
+                method,
+                self._base + path,
+                json=json,
+                headers=self._headers,
+                extensions={"retry": retry} if retry is not None else None,
+            )
+        except httpx.HTTPError as exc:
+            raise PublishError(f"cannot reach GitHub: {exc}") from None
+        status = response.status_code
+        if status >= 400:
+            raise PublishError(_describe(method, path, response), status=status, errors=_errors(response))
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise PublishError(f"GitHub {method} {path} answered {status} with a body that is not JSON") from None
 
 
 def _errors(response: httpx.Response) -> list[Any]:
