@@ -85,3 +85,23 @@ def client(database_url: str, encryption_key: str, tmp_path_factory: pytest.Temp
     settings = Settings(_env_file=None, DATABASE_URL=database_url, ENCRYPTION_KEY=encryption_key)  # type: ignore[call-arg]
     with IdeaExpansion(settings=settings, backend="postgres", storage_dir=tmp_path_factory.mktemp("storage")) as sdk:
         yield sdk
+
+
+@pytest.fixture
+def own_database(fresh_database, project) -> str:  # type: ignore[no-untyped-def]
+    """A database of this test's own, reset through the migrations: for tests that act on every user's
+    rows (claiming queued runs, reaping stale ones, draining the queue with a worker)."""
+    url: str = fresh_database("ie_own")
+    with psycopg.connect(url, autocommit=True) as conn:
+        reset(conn, project, seed=False)
+    return url
+
+
+@pytest.fixture
+def own_client(own_database: str, encryption_key: str, tmp_path: Path) -> Iterator[object]:
+    """The service client on `own_database`."""
+    from idea_expansion import IdeaExpansion, Settings
+
+    settings = Settings(_env_file=None, DATABASE_URL=own_database, ENCRYPTION_KEY=encryption_key)  # type: ignore[call-arg]
+    with IdeaExpansion(settings=settings, backend="postgres", storage_dir=tmp_path / "storage") as sdk:
+        yield sdk

@@ -355,8 +355,9 @@ def test_deleting_an_idea_keeps_runs_and_outputs(db: Db, rows: dict[str, Any]) -
             "insert into public.ideas (user_id, title) values (%s, 'gone') returning id", (user,)
         ).fetchone()
         assert idea is not None
-        execution = conn.execute(
-            "insert into public.executions (user_id, selected_idea_id) values (%s, %s) returning id",
+        execution = conn.execute(  # a finished run: a running one keeps its idea (see test_run_lifecycle)
+            "insert into public.executions (user_id, selected_idea_id, status, completed_at) "
+            "values (%s, %s, 'completed', now()) returning id",
             (user, idea[0]),
         ).fetchone()
         assert execution is not None

@@ -332,7 +332,9 @@ def test_reset_data_complete_reset_migrate_and_seed_admin(
     with psycopg.connect(url) as conn:
         assert conn.execute("select to_regclass('public.users')").fetchone() == (None,)
         assert conn.execute("select count(*) from storage.buckets where id = 'images'").fetchone() == (0,)
-    assert "16 migration(s) applied" in ok("db", "migrate", "--db-url", url)
+        assert conn.execute("select to_regnamespace('private')").fetchone() == (None,)
+    migrations = len(list(project.migrations_dir.glob("*.sql")))
+    assert f"{migrations} migration(s) applied" in ok("db", "migrate", "--db-url", url)
     assert "Already up to date." in ok("db", "migrate", "--db-url", url)
     assert "ops@example.com: 1 free + 9 paid = 10 credits" in ok(
         "db", "seed-admin", "--db-url", url, "--email", "OPS@example.com", "--free", "1", "--paid", "9"

@@ -1,5 +1,7 @@
 """The pipeline on the real database with the offline provider: every format end to end, a failure at
-every stage, parallel runs against a small balance, idempotent retries and the reaper."""
+every stage, parallel runs against a small balance, idempotent retries, the queue and the reaper.
+Tests that claim, reap or drain the queue act on every user's rows, so they use a database of their own
+(`own_client`). The hostile-user tests of the run lifecycle are in test_run_lifecycle.py."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from idea_expansion.pipeline import (
 )
 from idea_expansion.pipeline.providers import Completion, IdeaBrief, Task
 from idea_expansion.types import Stage
+from idea_expansion.types.expansions import Evaluation
 
 from ._db import Db
 
@@ -138,7 +141,8 @@ def test_each_format_end_to_end(
     else:
         assert (e.error_step, e.error_message) == (None, None)
     expected_stages = ["select", "judge", "choose_format", "generate"]
-    expected_stages += {"blog_post": ["image"], "image": ["image"], "github_repo": ["publish"]}.get(fmt.value, [])
+    expected_stages += {"blog_post": ["image"], "image": ["image"]}.get(fmt.value, [])
+    # github_repo without a token: known before the capture, so there is nothing to push after it
     assert [s.value for s in seen] == [*expected_stages, "persist"]
 
     assert len(result.outputs) == 1
@@ -156,6 +160,9 @@ def test_each_format_end_to_end(
     if isinstance(content, BlogPostContent):
         post = client.blog_posts.get_by_slug(content.slug, user_id=user)
         assert post.output_id == output.id
+        assert result.blog_post == post
+        assert post.is_public is False  # private unless the caller asked
+        assert post.id not in {p.id for p in client.anonymous().blog_posts.list_public(limit=1000)}
         assert post.html_content == content.html
         assert len(content.meta_description) <= 160
         assert content.cover_image is not None
@@ -172,21 +179,26 @@ def test_each_format_end_to_end(
         assert {f.path for f in content.files} >= {"README.md", "main.py", "requirements.txt"}
 
 
-def test_format_and_idea_chosen_when_not_given(client: IdeaExpansion, pipeline: Pipeline) -> None:
+def test_without_an_idea_the_database_picks_the_most_promising_and_the_provider_the_format(
+    client: IdeaExpansion, pipeline: Pipeline, db: Db
+) -> None:
     user = new_user(client)
-    weak = client.ideas.create(user_id=user, title="Something").id
-    strong = new_idea(client, user, "A library to parse dates")
+    older = new_idea(client, user, "A library to parse dates")
+    promising = client.ideas.create(user_id=user, title="A CLI that explains regular expressions").id
+    with db.admin() as conn:  # a score an earlier judge gave it
+        conn.execute("update public.ideas set priority_score = 80 where id = %s", (promising,))
     result = pipeline.expand(user)
     e = result.execution
-    assert e.selected_idea_id == strong  # the judge picked the better developed idea
+    assert e.selected_idea_id == promising  # best judge score first, then the oldest
     assert e.format_chosen == OutputFormat.GITHUB_REPO
     assert e.format_reasoning
     assert e.format_reasoning != "Requested by the caller."
     ideas = {i.id: i for i in client.ideas.list(user_id=user)}
-    assert ideas[weak].times_evaluated == 1
-    assert ideas[weak].last_evaluated_at is not None
-    assert ideas[strong].priority_score == e.judge_score
-    assert ideas[weak].status == IdeaStatus.PENDING
+    assert ideas[promising].times_evaluated == 1
+    assert ideas[promising].priority_score == e.judge_score
+    assert ideas[older].status == IdeaStatus.PENDING
+    assert ideas[older].times_evaluated == 0
+    assert pipeline.expand(user, format="twitter_thread").execution.selected_idea_id == older
 
 
 STAGES = [Stage.SELECT, Stage.JUDGE, Stage.CHOOSE_FORMAT, Stage.GENERATE, Stage.IMAGE, Stage.PERSIST]
@@ -212,11 +224,17 @@ def test_failure_at_each_stage_is_recorded_and_never_charged(
     assert execution.error_step == stage.value
     assert execution.error_message == f"RuntimeError: injected failure at {stage.value}"
     assert execution.completed_at is not None
+    # The judge's verdict is kept on failed runs that got past it.
+    judged = stage not in (Stage.SELECT, Stage.JUDGE)
+    assert (execution.judge_score is not None, execution.judge_reasoning is not None) == (judged, judged)
+    assert execution.tokens_used == (120 if judged else 0) + (120 if stage in (Stage.IMAGE, Stage.PERSIST) else 0)
     assert snapshot(client, user) == before
     assert [c.status for c in client.credits.charges(user)] == ["released"]
     assert client.ideas.get(idea).status == IdeaStatus.PENDING
     assert client.outputs.list(execution_id=execution.id) == []
     assert client.blog_posts.list(user_id=user) == []
+    with pytest.raises(NotFoundError):  # nothing the user could see was stored
+        client.storage.download(f"{user}/{execution.id}/cover.png")
 
 
 def test_provider_failure_in_generation(client: IdeaExpansion, provider: CountingProvider, pipeline: Pipeline) -> None:
@@ -230,12 +248,13 @@ def test_provider_failure_in_generation(client: IdeaExpansion, provider: Countin
     assert snapshot(client, user) == (5, 0, 0)
 
 
-def test_no_pending_idea_fails_at_select(client: IdeaExpansion, pipeline: Pipeline) -> None:
+def test_no_pending_idea_is_refused_before_anything_is_held(client: IdeaExpansion, pipeline: Pipeline) -> None:
     user = new_user(client)
-    with pytest.raises(PipelineError, match="no pending idea") as failed:
+    with pytest.raises(NotFoundError, match="no pending idea"):
         pipeline.expand(user)
-    assert failed.value.stage == Stage.SELECT
     assert snapshot(client, user) == (5, 0, 0)
+    assert client.executions.list(user_id=user) == []
+    assert client.credits.charges(user) == []
 
 
 def test_eight_parallel_runs_with_three_credits(
@@ -298,37 +317,46 @@ def test_bad_requests_are_refused_before_holding_anything(client: IdeaExpansion,
     client.ideas.archive(archived)
     with pytest.raises(InvalidRequestError, match="only pending ideas"):
         pipeline.expand(user, idea_id=archived)
-    with pytest.raises(ValueError, match="video"):
+    with pytest.raises(InvalidRequestError, match="format"):
         pipeline.expand(user, format="video")
     assert snapshot(client, user) == (5, 0, 0)
 
 
-def test_queued_runs_are_claimed_once_and_status_reports_them(client: IdeaExpansion, pipeline: Pipeline) -> None:
+def test_queued_runs_are_claimed_once_and_status_reports_them(
+    own_client: IdeaExpansion, provider: CountingProvider
+) -> None:
+    client, pipeline = own_client, Pipeline(own_client, provider=provider)
     user = new_user(client)
     runs = [
         pipeline.enqueue(user, idea_id=new_idea(client, user, f"Queued {n}"), format="twitter_thread") for n in range(3)
     ]
     assert snapshot(client, user) == (2, 0, 0)  # held at enqueue time
     assert pipeline.status(runs[0].id).status == ExecutionStatus.QUEUED
-    processed = pipeline.run_worker(concurrency=2, exit_when_idle=True)
-    assert processed >= 3
+    assert client.for_user(user).expansions.status(runs[0].id).status == ExecutionStatus.QUEUED  # users poll too
+    assert pipeline.run_worker(concurrency=2, exit_when_idle=True) == 3
     for run in runs:
         status = pipeline.status(run.id)
         assert status.status == ExecutionStatus.COMPLETED
         assert len(status.output_ids) == 1
         assert status.current_stage == Stage.DONE
+        assert status.execution.selected_idea_id == run.selected_idea_id  # the idea fixed at enqueue
     assert snapshot(client, user) == (2, 0, 3)
 
 
-def test_stale_runs_are_reaped_and_their_credit_released(client: IdeaExpansion, pipeline: Pipeline, db: Db) -> None:
+def test_stale_runs_are_reaped_and_their_credit_released(own_client: IdeaExpansion, own_database: str) -> None:
+    client, pipeline = own_client, Pipeline(own_client)
     user = new_user(client)
     run = pipeline.enqueue(user, idea_id=new_idea(client, user), format="blog_post")
-    with db.admin() as conn:
-        conn.execute(
-            "update public.executions set status = 'running', heartbeat_at = now() - interval '20 minutes' "
-            "where id = %s",
-            (run.id,),
-        )
+    db = Db(own_database)
+    try:
+        with db.admin() as conn:
+            conn.execute(
+                "update public.executions set status = 'running', heartbeat_at = now() - interval '20 minutes' "
+                "where id = %s",
+                (run.id,),
+            )
+    finally:
+        db.close()
     assert pipeline.reap() == [run.id]
     execution = client.executions.get(run.id)
     assert (execution.status, execution.error_step) == (ExecutionStatus.FAILED, "timeout")
@@ -380,8 +408,10 @@ def test_blog_slugs_are_unique_per_user_and_html_is_escaped(client: IdeaExpansio
     ]
     other_user = new_user(client)
     other = client.ideas.create(user_id=other_user, title=title)
-    pipeline.expand(other_user, idea_id=other.id, format="blog_post")
-    assert client.blog_posts.list(user_id=other_user)[0].slug == "ship-script-alert-1-script-small-things"
+    public = pipeline.expand(other_user, idea_id=other.id, format="blog_post", public=True).blog_post
+    assert public is not None
+    assert (public.slug, public.is_public) == ("ship-script-alert-1-script-small-things", True)
+    assert public.id in {p.id for p in client.anonymous().blog_posts.list_public(limit=1000)}
 
 
 def test_a_key_that_is_queued_or_running_elsewhere_is_reported_not_run_again(
@@ -426,11 +456,10 @@ def test_one_idea_is_never_in_two_runs(client: IdeaExpansion, pipeline: Pipeline
     assert snapshot(client, user) == (4, 0, 0)  # only the queued run holds a credit
 
 
-def test_credits_held_by_runs_in_flight_are_neither_charged_nor_refundable(
-    client: IdeaExpansion, pipeline: Pipeline
-) -> None:
+def test_credits_held_by_runs_in_flight_are_neither_charged_nor_refundable(own_client: IdeaExpansion) -> None:
     from idea_expansion import APIError
 
+    client, pipeline = own_client, Pipeline(own_client)
     user = new_user(client, free_expansions_remaining=0)
     receipt = client.credits.grant(user, 1, "1.00", f"HELD-{uuid.uuid4().hex[:8]}")
     run = pipeline.enqueue(user, idea_id=new_idea(client, user), format="twitter_thread")
@@ -440,12 +469,12 @@ def test_credits_held_by_runs_in_flight_are_neither_charged_nor_refundable(
     with pytest.raises(APIError, match="runs in flight holding paid credits") as refused:
         client.credits.refund(receipt.id)
     assert refused.value.code == "55000"
-    pipeline.run_worker(exit_when_idle=True)
+    assert pipeline.run_worker(exit_when_idle=True) == 1
     refund = client.credits.refund(receipt.id)
     assert (refund.credits_purchased, refund.credits_removed) == (1, 0)  # it was spent on the run
 
 
-def test_a_worker_survives_a_database_blip(client: IdeaExpansion, provider: CountingProvider) -> None:
+def test_a_worker_survives_a_database_blip(own_client: IdeaExpansion, provider: CountingProvider) -> None:
     from idea_expansion import ConnectionError as DatabaseUnreachable
 
     class Flaky(Pipeline):
@@ -457,6 +486,7 @@ def test_a_worker_survives_a_database_blip(client: IdeaExpansion, provider: Coun
                 raise DatabaseUnreachable("connection reset by peer")
             return super()._claim(worker)
 
+    client = own_client
     pipeline = Flaky(client, provider=provider)
     user = new_user(client)
     run = pipeline.enqueue(user, idea_id=new_idea(client, user), format="twitter_thread")
@@ -464,17 +494,43 @@ def test_a_worker_survives_a_database_blip(client: IdeaExpansion, provider: Coun
     assert client.executions.get(run.id).status == ExecutionStatus.COMPLETED
 
 
-def test_each_judge_evaluation_beats_the_heartbeat(client: IdeaExpansion, pipeline: Pipeline, db: Db) -> None:
+def test_an_evaluation_and_a_stage_beat_the_heartbeat(own_client: IdeaExpansion, own_database: str) -> None:
+    client, pipeline = own_client, Pipeline(own_client)
     user = new_user(client)
     idea = new_idea(client, user)
-    run = pipeline.enqueue(user, format="twitter_thread")
-    with db.admin() as conn:
-        conn.execute(
-            "update public.executions set status = 'running', heartbeat_at = now() - interval '14 minutes' "
-            "where id = %s",
-            (run.id,),
-        )
-    with db.as_service() as conn:
-        conn.execute("select public.record_idea_evaluation(%s, 70, %s)", (idea, run.id))
-    assert pipeline.reap() == []  # judged a moment ago: alive, not stale
-    assert client.ideas.get(idea).times_evaluated == 1
+    run = client.expansions.start(user, idea_id=idea, format="twitter_thread").execution
+    db = Db(own_database)
+    try:
+        stale = "update public.executions set heartbeat_at = now() - interval '14 minutes' where id = %s"
+        with db.admin() as conn:
+            conn.execute(stale, (run.id,))
+        client.expansions.record_evaluation(run.id, Evaluation(score=70, reasoning="worth it"))
+        assert pipeline.reap() == []  # judged a moment ago: alive, not stale
+        assert client.ideas.get(idea).times_evaluated == 1
+        assert client.executions.get(run.id).judge_score == 70
+        with db.admin() as conn:
+            conn.execute(stale, (run.id,))
+        client.expansions.record_stage(run.id, Stage.GENERATE)
+        assert pipeline.reap() == []
+        assert client.expansions.status(run.id).current_stage == Stage.GENERATE
+    finally:
+        db.close()
+
+
+def test_long_runs_send_a_heartbeat_short_ones_do_not(client: IdeaExpansion, provider: CountingProvider) -> None:
+    sent: list[Stage] = []
+
+    class Watched(Pipeline):
+        def _enter(self, run: Any, stage: Stage, on_progress: Any) -> None:
+            beat = run.last_beat
+            super()._enter(run, stage, on_progress)
+            if run.last_beat != beat:
+                sent.append(stage)
+
+    user = new_user(client)
+    Watched(client, provider=provider).expand(user, idea_id=new_idea(client, user), format="blog_post")
+    assert sent == []  # a short run: start and finish are its only lifecycle calls
+    beating = Watched(client, provider=provider, heartbeat_every=timedelta(0))
+    result = beating.expand(user, idea_id=new_idea(client, user, "Another"), format="blog_post")
+    assert sent == [Stage.JUDGE, Stage.CHOOSE_FORMAT, Stage.GENERATE, Stage.IMAGE, Stage.PERSIST]
+    assert result.status == ExecutionStatus.COMPLETED

@@ -183,8 +183,10 @@ def rows(db: Db) -> dict[str, Any]:
             "values (%s, 'github', 'c') returning id",
             owner,
         )
+        # A finished run: a running one would (rightly) keep its idea from being deleted.
         execution = one(
-            "insert into public.executions (user_id, selected_idea_id) values (%s, %s) returning id",
+            "insert into public.executions (user_id, selected_idea_id, status, completed_at) "
+            "values (%s, %s, 'completed', now()) returning id",
             owner,
             idea,
         )

@@ -62,6 +62,7 @@ GUIDE_COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "current_stage": ("text", "YES"),
         "worker_id": ("text", "YES"),
         "heartbeat_at": ("timestamp with time zone", "YES"),
+        "post_public": ("boolean", "NO"),
     },
     "outputs": {
         "id": ("uuid", "NO"),
@@ -256,14 +257,21 @@ EXPECTED_EXECUTE = {
     "enforce_idea_status_transition()": set(),
     "create_usage_for_new_user()": set(),
     "handle_auth_user_change()": set(),
-    "start_expansion(uuid,uuid,text,uuid,boolean)": {"service_role"},
-    "settle_expansion_credit(uuid,boolean)": {"service_role"},
-    "record_expansion_stage(uuid,text,jsonb)": {"service_role"},
-    "finish_expansion(uuid,text,jsonb)": {"service_role"},
-    "mark_expansion_partial(uuid,text,text)": {"service_role"},
+    "enforce_execution_transition()": set(),
+    "start_expansion(uuid,uuid,text,uuid,boolean,boolean)": {"service_role"},
     "claim_next_expansion(text)": {"service_role"},
+    "record_expansion_stage(uuid,text)": {"service_role"},
+    "record_expansion_evaluation(uuid,integer,text)": {"service_role"},
+    "finish_expansion(uuid,text,integer,integer,text,text,text,jsonb,text,text)": {"service_role"},
+    "record_expansion_delivery(uuid,text,text,text,jsonb)": {"service_role"},
     "reap_stale_expansions(interval)": {"service_role"},
-    "record_idea_evaluation(uuid,integer,uuid)": {"service_role"},
+    "expansion_status(uuid)": {"authenticated", "service_role"},
+    # private: helpers the API cannot reach; only the functions above (run as service_role) call them
+    "private.lock_usage(uuid)": {"service_role"},
+    "private.take_credit(uuid,uuid,boolean)": {"service_role"},
+    "private.settle_credit(uuid,boolean)": {"service_role"},
+    "private.running_execution(uuid,text)": {"service_role"},
+    "private.guard_idea_in_flight()": set(),
     "refund_payment(uuid,text)": {"service_role"},
     "report_user_summary()": {"service_role"},
     "report_top_users(integer)": {"service_role"},
@@ -279,11 +287,12 @@ def test_function_grants_search_path_and_security(db: Db) -> None:
     with db.admin() as conn:
         functions = conn.execute(
             """
-            select p.proname || '(' || coalesce(
+            select case when p.pronamespace = 'private'::regnamespace then 'private.' else '' end
+                   || p.proname || '(' || coalesce(
                      (select string_agg(format_type(t, null), ',' order by ord)
                         from unnest(p.proargtypes) with ordinality as a(t, ord)), '') || ')',
                    p.oid, p.prosecdef, coalesce(p.proconfig, '{}')
-              from pg_proc p where p.pronamespace = 'public'::regnamespace
+              from pg_proc p where p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)
             """
         ).fetchall()
         results = {}
@@ -301,7 +310,10 @@ def test_function_grants_search_path_and_security(db: Db) -> None:
             results[signature] = (grantees, secdef, config)
     assert {name: grantees for name, (grantees, _, _) in results.items()} == EXPECTED_EXECUTE
     assert all(config == ['search_path=""'] for _, _, config in results.values()), results
-    assert [name for name, (_, secdef, _) in results.items() if secdef] == ["handle_auth_user_change()"]
+    assert sorted(name for name, (_, secdef, _) in results.items() if secdef) == [
+        "handle_auth_user_change()",
+        "private.guard_idea_in_flight()",  # users delete their ideas; the trigger cancels runs they cannot write
+    ]
 
 
 def test_anon_has_no_table_privileges_except_reading_blog_posts(db: Db) -> None:

@@ -22,6 +22,8 @@ from idea_expansion import (
     Provider,
     ValidationStatus,
 )
+from idea_expansion.types.content import BlogPostContent, BlogSection
+from idea_expansion.types.expansions import Evaluation, ExpansionOutcome
 
 
 def email() -> str:
@@ -241,51 +243,84 @@ def test_a_ciphertext_moved_to_another_user_does_not_decrypt(
 
 
 # -- executions, outputs, blog posts -------------------------------------------------------------------
-def test_runs_and_outputs_are_written_by_the_service_and_read_by_their_owner(
+def blog_content(title: str, slug: str) -> BlogPostContent:
+    return BlogPostContent(
+        title=title,
+        slug=slug,
+        sections=[BlogSection(heading="One", paragraphs=["p"]), BlogSection(heading="Two", paragraphs=["q"])],
+        markdown=f"# {title}",
+        html=f"<h1>{title}</h1>",
+        meta_description="m",
+        tags=["x"],
+        word_count=2,
+        reading_time_minutes=1,
+        social_post="s",
+        generated_by="test",
+    )
+
+
+def test_runs_and_outputs_are_written_by_the_lifecycle_and_read_by_their_owner(
     client: IdeaExpansion, alice: IdeaExpansion, bob: IdeaExpansion
 ) -> None:
     idea = alice.ideas.create(title="run me")
-    execution = client.executions.create(user_id=uid(alice), selected_idea_id=idea.id)
-    output = client.outputs.create(
-        execution_id=execution.id, user_id=uid(alice), idea_id=idea.id, format="blog_post", content={"title": "t"}
+    started = client.expansions.start(uid(alice), idea_id=idea.id, format="blog_post")
+    assert (started.created, started.idea.id if started.idea else None) == (True, idea.id)
+    finished = client.expansions.finish(
+        started.execution.id,
+        ExpansionOutcome(
+            status="completed",
+            evaluation=Evaluation(score=70, reasoning="good"),
+            format_chosen=OutputFormat.BLOG_POST,
+            content=blog_content("T", "run-me"),
+        ),
     )
-    done = client.executions.update(
-        execution.id, status="completed", completed_at=output.created_at, format_chosen="blog_post"
-    )
-    assert done.format_chosen == OutputFormat.BLOG_POST
+    execution, output, post = finished.execution, finished.output, finished.blog_post
+    assert output is not None
+    assert post is not None
+    assert execution.format_chosen == OutputFormat.BLOG_POST
     assert alice.executions.get(execution.id).status == "completed"
+    assert alice.expansions.status(execution.id).output_ids == [output.id]
     assert [o.id for o in alice.outputs.list(execution_id=execution.id)] == [output.id]
-    assert alice.outputs.get(output.id).content == {"title": "t"}
+    assert alice.outputs.get(output.id).content["title"] == "T"
     assert bob.executions.list() == []
     with pytest.raises(NotFoundError):
         bob.outputs.get(output.id)
+    with pytest.raises(NotFoundError):
+        bob.expansions.status(execution.id)
+    # Users cannot drive the lifecycle, and the writers that bypassed it are gone from the SDK.
     with pytest.raises(PermissionDeniedError):
-        alice.executions.create(user_id=uid(alice))
+        alice.expansions.start(uid(alice), idea_id=alice.ideas.create(title="mine").id)
     with pytest.raises(PermissionDeniedError):
-        alice.executions.update(execution.id, status="failed")
-    with pytest.raises(PermissionDeniedError):
-        alice.outputs.create(execution_id=execution.id, user_id=uid(alice), format="image", content={})
+        alice.expansions.finish(execution.id, ExpansionOutcome(status="failed", error_step="judge", error_message="x"))
+    for resource, writer in [
+        ("executions", "create"),
+        ("executions", "update"),
+        ("outputs", "create"),
+        ("outputs", "record_publication"),
+        ("blog_posts", "create"),
+    ]:
+        assert not hasattr(getattr(client, resource), writer), f"{resource}.{writer} bypasses the lifecycle"
 
-    with pytest.raises(PermissionDeniedError):
-        alice.blog_posts.create(title="T", slug="mine", markdown_content="m", html_content="<script>x</script>")
-    post = client.blog_posts.create(
-        user_id=uid(alice),
-        output_id=output.id,
-        title="T",
-        slug="run-me",
-        markdown_content="# T",
-        html_content="<h1>T</h1>",
-    )
+    # A run's blog post is private until its owner (or the run) says otherwise.
+    assert post.is_public is False
+    assert post.id not in {p.id for p in bob.blog_posts.list()}
+    assert post.id not in {p.id for p in client.anonymous().blog_posts.list_public(limit=1000)}
     assert alice.blog_posts.get_by_slug("run-me").id == post.id
-    assert alice.blog_posts.update(post.id, title="Retitled", tags=["x"]).title == "Retitled"
+    assert alice.blog_posts.update(post.id, title="Retitled", tags=["x"], is_public=True).title == "Retitled"
     with pytest.raises(NotFoundError):
         bob.blog_posts.update(post.id, is_public=False)
-    assert client.anonymous().blog_posts.list_public()[0].id in {
-        p.id for p in client.blog_posts.list_public(limit=1000)
-    }
+    assert post.id in {p.id for p in client.anonymous().blog_posts.list_public(limit=1000)}
     assert post.id in {p.id for p in bob.blog_posts.list()}
+    other = alice.ideas.create(title="run me too")
+    second = client.expansions.start(uid(alice), idea_id=other.id, format="blog_post")
     with pytest.raises(ConflictError):
-        client.blog_posts.create(user_id=uid(alice), title="T2", slug="run-me", markdown_content="m", html_content="h")
+        alice.blog_posts.update(
+            client.expansions.finish(
+                second.execution.id,
+                ExpansionOutcome(status="completed", content=blog_content("T2", "other"), format_chosen="blog_post"),
+            ).blog_post.id,  # type: ignore[union-attr]
+            slug="run-me",
+        )
 
 
 # -- credits --------------------------------------------------------------------------------------------

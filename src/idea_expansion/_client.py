@@ -20,16 +20,15 @@ from .backends.postgres import PostgresBackend
 from .backends.rest import RestBackend
 from .backends.storage import LocalStorage, RestStorage, StorageBackend
 from .crypto import Encryptor, parse_key
-from .pipeline.runner import Pipeline
-from .pipeline.setup import pipeline_from_settings
-from .resources._base import IdLike, parse_id
 from .resources.credentials import Credentials
 from .resources.credits import Credits
 from .resources.executions import BlogPosts, Executions, Outputs
+from .resources.expansions import Expansions
 from .resources.ideas import Ideas
 from .resources.reports import Reports
 from .resources.storage import Storage
 from .resources.users import Users
+from .types.ids import IdLike, parse_id
 
 __all__ = ["IdeaExpansion"]
 
@@ -181,9 +180,9 @@ class IdeaExpansion:
         return Reports(self)
 
     @functools.cached_property
-    def pipeline(self) -> Pipeline:
-        """The expansion pipeline, with the providers IDEA_EXPANSION_PROVIDER names (offline by default)."""
-        return pipeline_from_settings(self, self.settings)
+    def expansions(self) -> Expansions:
+        """Expansion runs: the typed door to the run lifecycle the database owns (the pipeline uses it)."""
+        return Expansions(self)
 
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:

@@ -6,7 +6,8 @@
     │   ├── AuthenticationError       PGRST301/PGRST302: no or bad JWT
     │   ├── PermissionDeniedError     42501: RLS or a grant refused the call
     │   ├── NotFoundError             PGRST116, PT404: no such row / user
-    │   ├── ConflictError             23505, 23503: duplicate or dangling reference
+    │   ├── ConflictError             23505, 23503: duplicate or dangling reference; PT409: a run (or
+    │   │                             its idea) is not in a state that allows the call
     │   ├── InvalidRequestError       23514, 23502, 22xxx, P0001: the input broke a rule
     │   ├── InsufficientCreditsError  PT402: no credits left
     │   └── StorageError              Supabase Storage refused (other than the cases above)
@@ -130,7 +131,8 @@ class NotFoundError(APIError):
 
 
 class ConflictError(APIError):
-    """A unique or foreign-key rule was broken (duplicate slug, reused reference, ...)."""
+    """A unique or foreign-key rule was broken (duplicate slug, reused reference, ...), or (PT409) a run is
+    not in a state that allows the call: an invalid status transition, an idea whose run is in progress."""
 
 
 class InvalidRequestError(APIError):
@@ -152,6 +154,7 @@ _EXACT: dict[str, type[APIError]] = {
     "PGRST301": AuthenticationError,
     "PGRST302": AuthenticationError,
     "42501": PermissionDeniedError,
+    "PT409": ConflictError,
     "23505": ConflictError,
     "23503": ConflictError,
     "23514": InvalidRequestError,

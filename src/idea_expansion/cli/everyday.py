@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .._settings import Settings
-from ..pipeline.setup import pipeline_from_settings
+from ..pipeline import Pipeline
 from ..types import IdeaStatus, OutputFormat
 from ._common import DB_URL_HELP, CsvOption, JsonOption, command_errors, console, emit, fail, open_client, user_by_email
 from ._render import show_output, stage_progress
@@ -71,26 +71,31 @@ def ideas_archive(idea_id: Annotated[str, typer.Argument(help="The idea's id.")]
 def expand_command(
     user: Annotated[str | None, typer.Option("--user", "-u", help="The user (else the idea's owner).")] = None,
     idea: Annotated[
-        str | None, typer.Option("--idea", help="The idea (else the judge picks the best pending one).")
+        str | None, typer.Option("--idea", help="The idea (else the user's most promising pending one).")
     ] = None,
     format: Annotated[OutputFormat | None, typer.Option("--format", "-f", help="Force a format.")] = None,
     provider: Annotated[
         str | None, typer.Option("--provider", "-p", help="offline, openai, anthropic, or a fallback list.")
     ] = None,
+    public: Annotated[
+        bool, typer.Option("--public", help="Publish a resulting blog post to everyone (private by default).")
+    ] = False,
     db_url: DbUrl = None,
 ) -> None:
     """Run one expansion now, with a progress bar, and show what came out.
 
-    Example: idea-expansion expand -u ada@example.com --format blog_post
+    Example: idea-expansion expand -u ada@example.com --format blog_post --public
     """
     with command_errors(), open_client(db_url) as client:
         if idea is None and user is None:
             fail("say whose idea to expand: --user EMAIL, or --idea ID")
         owner = user_by_email(client, user) if user else client.users.get(client.ideas.get(idea).user_id)  # type: ignore[arg-type]
         settings = Settings() if provider is None else Settings(IDEA_EXPANSION_PROVIDER=provider)  # type: ignore[call-arg]
-        pipeline = pipeline_from_settings(client, settings)
-        with stage_progress(f"expanding for {owner.email}") as on_progress:
-            result = pipeline.expand(owner.id, idea_id=idea, format=format, on_progress=on_progress)
+        with (
+            Pipeline.from_settings(client, settings) as pipeline,
+            stage_progress(f"expanding for {owner.email}") as on_progress,
+        ):
+            result = pipeline.expand(owner.id, idea_id=idea, format=format, public=public, on_progress=on_progress)
         e = result.execution
         console.print(
             f"[bold]{e.status.value}[/] run {e.id}: format {e.format_chosen}, judge score {e.judge_score}, "

@@ -11,8 +11,7 @@ import typer
 
 from .._client import IdeaExpansion
 from .._settings import Settings
-from ..pipeline import OfflineProvider
-from ..pipeline.setup import pipeline_from_settings
+from ..pipeline import OfflineProvider, Pipeline
 from ._common import DB_URL_HELP, command_errors, console
 
 
@@ -38,7 +37,7 @@ def worker_command(
     with command_errors():
         settings = Settings()
         with IdeaExpansion(settings=settings, backend="postgres" if db_url else None, database_url=db_url) as client:
-            pipeline = pipeline_from_settings(
+            pipeline = Pipeline.from_settings(
                 client,
                 settings,
                 provider=OfflineProvider(latency=simulate_latency) if simulate_latency else None,
@@ -48,5 +47,6 @@ def worker_command(
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             signal.signal(signal.SIGINT, lambda *_: stop.set())
             console.print(f"worker started ({concurrency} at once, provider {pipeline.provider.name})")
-            done = pipeline.run_worker(concurrency=concurrency, stop=stop, exit_when_idle=exit_when_idle)
+            with pipeline:
+                done = pipeline.run_worker(concurrency=concurrency, stop=stop, exit_when_idle=exit_when_idle)
             console.print(f"worker stopped after {done} run(s)")

@@ -1,5 +1,6 @@
 """The expansion pipeline: judge, choose a format, generate, store, publish, with an exact audit trail."""
 
+from ..types.expansions import ExpansionResult, ExpansionStatus
 from .content import (
     BlogPostContent,
     GitHubRepoContent,
@@ -8,7 +9,7 @@ from .content import (
     TwitterThreadContent,
     parse_content,
 )
-from .github import GitHubPublisher, PublishError
+from .github import GitHubPublisher, PublishError, github_http_client
 from .providers import (
     AnthropicProvider,
     FallbackProvider,
@@ -16,7 +17,7 @@ from .providers import (
     OpenAIProvider,
     ProviderError,
 )
-from .runner import ExpansionResult, ExpansionStatus, Pipeline
+from .runner import Pipeline
 
 __all__ = [
     "AnthropicProvider",
@@ -34,5 +35,6 @@ __all__ = [
     "ProviderError",
     "PublishError",
     "TwitterThreadContent",
+    "github_http_client",
     "parse_content",
 ]

@@ -1,13 +1,19 @@
-"""The expansion pipeline: select/judge -> choose format -> generate -> image -> publish -> persist.
+"""The expansion pipeline: judge -> choose format -> generate -> image -> persist -> deliver.
 
-Postgres decides everything that matters: `start_expansion` holds a credit (or refuses with PT402)
-before any generation, `record_expansion_stage` is each stage's heartbeat, and `finish_expansion` writes
-the output, blog post, idea status, execution status and the credit capture in one transaction. A run
-that fails is finished as failed (credit released); one whose worker dies is reaped by
-`reap_stale_expansions`. Python only orchestrates.
+The database owns the run, and the pipeline reaches it only through `client.expansions`:
 
-Publishing runs before the final write so that the publication lands in the same transaction as the
-output; a publish (or cover image) failure makes the run `partial`, still charged once, never faked.
+- `start` (or a worker's `claim`) holds one credit and fixes the run's idea, before any work;
+- the work happens in memory: the judge's verdict, the format, the content, rendered images;
+- `finish` captures the credit and stores the output (and blog post) in one transaction, or, for a
+  failed run, releases it while keeping the judge's verdict;
+- only then do user-visible side effects happen: images are uploaded to the user's storage folder and
+  repositories pushed to GitHub. One that fails after the capture makes the run `partial` (charged once)
+  and `deliver(output_id)` retries it without another charge.
+
+So an offline run costs two lifecycle calls (start or claim, and finish). Longer runs send a heartbeat
+(`record_stage`) at a stage boundary once a minute has passed since the last sign of life, so the reaper
+never takes a live run; a watcher polling `expansions.status()` sees queued, then running, the stage of
+the last heartbeat, then done. `on_progress` reports every stage in process.
 """
 
 from __future__ import annotations
@@ -21,17 +27,22 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+import httpx
 from pydantic import BaseModel
 
-from .._exceptions import APIError, IdeaExpansionError, NotFoundError, PipelineError
-from ..backends._base import Eq, In, Json, Rpc, Select
-from ..resources._base import IdLike, parse_id, to_model
-from ..types import Execution, ExecutionStatus, Idea, IdeaStatus, Output, OutputFormat, Provider, Stage
+from .._exceptions import APIError, IdeaExpansionError, InvalidRequestError, NotFoundError, PipelineError
+from ..types import Execution, ExecutionStatus, Idea, Output, OutputFormat, Provider, Stage
+from ..types.content import parse_content
+from ..types.expansions import STALE_AFTER, Evaluation, ExpansionOutcome, ExpansionResult, ExpansionStarted
+from ..types.ids import IdLike
 from .content import (
     BlogDraft,
+    BlogPostContent,
     FormatDecision,
+    GitHubRepoContent,
     ImageContent,
     ImageDraft,
     JudgeVerdict,
@@ -39,23 +50,25 @@ from .content import (
     RepoDraft,
     StoredImage,
     ThreadDraft,
-    parse_content,
 )
 from .formats import build_blog_post, build_repo, build_thread, render_title_card
-from .github import GitHubPublisher, PublishError
-from .providers import Completion, IdeaBrief, ProviderError, Task
+from .github import API as GITHUB_API
+from .github import GitHubPublisher, PublishError, PublishResult, github_http_client
+from .providers import Completion, IdeaBrief, OfflineProvider, ProviderError, Task
 from .providers import Provider as ModelProvider
 
 if TYPE_CHECKING:
     from .._client import IdeaExpansion
+    from .._settings import Settings
+    from ..types.expansions import ExpansionStatus
 
-__all__ = ["ExpansionResult", "ExpansionStatus", "Pipeline", "ProgressCallback"]
+__all__ = ["HEARTBEAT_EVERY", "STALE_AFTER", "Pipeline", "ProgressCallback"]
 
 log = logging.getLogger("idea_expansion.pipeline")
 T = TypeVar("T", bound=BaseModel)
 ProgressCallback = Callable[[Stage, uuid.UUID], None]
-STALE_AFTER = timedelta(minutes=15)
-"""How long a running execution may go without a heartbeat before the reaper fails it."""
+HEARTBEAT_EVERY = timedelta(minutes=1)
+"""A running run reports its stage (its heartbeat) at a stage boundary once this long has passed."""
 ImageRenderer = Callable[[ImageDraft], tuple[bytes, int, int, int]]
 """Makes a PNG for a draft: (bytes, width, height, tokens spent)."""
 
@@ -77,76 +90,99 @@ _DRAFTS: dict[OutputFormat, type[BaseModel]] = {
 }
 
 
-@dataclass(frozen=True)
-class ExpansionResult:
-    """A finished (completed or partial) run, or the current state of one another caller started."""
-
-    execution: Execution
-    outputs: list[Output]
-
-    @property
-    def status(self) -> ExecutionStatus:
-        return self.execution.status
-
-    @property
-    def output(self) -> Output | None:
-        return self.outputs[0] if self.outputs else None
-
-    def content(self) -> OutputContent | None:
-        """The main output's content, typed."""
-        output = self.output
-        return None if output is None else parse_content(output.format, output.content)
-
-
-@dataclass(frozen=True)
-class ExpansionStatus:
-    execution_id: uuid.UUID
-    status: ExecutionStatus
-    current_stage: Stage | None
-    output_ids: list[uuid.UUID]
-    error_message: str | None
-    error_step: str | None
-
-
 @dataclass
 class _Run:
-    """What a run has learned so far; sent with every stage heartbeat and with the finish."""
+    """What a run has learned so far, in memory until `finish` records it."""
 
     execution: Execution
+    idea: Idea
+    last_beat: float
     tokens: int = 0
-    idea: Idea | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
+    evaluation: Evaluation | None = None
+    format_chosen: OutputFormat | None = None
+    format_reasoning: str | None = None
     soft_errors: list[tuple[Stage, str]] = field(default_factory=list)
+    uploads: list[tuple[str, bytes]] = field(default_factory=list)
+    """Rendered images, stored only after the capture."""
+    github_token: str | None = None
 
     def add(self, completion: Completion[Any]) -> None:
         self.tokens += completion.tokens
 
-    def payload(self) -> dict[str, Any]:
-        return {**self.fields, "tokens_used": self.tokens}
-
 
 class Pipeline:
-    """Runs expansions for a service client. Build it with `client.pipeline` (or directly, to choose
-    providers): `Pipeline(client, provider=OfflineProvider())`."""
+    """Runs expansions for a service client: `Pipeline(client, provider=OfflineProvider())`, or
+    `Pipeline.from_settings(client)` for the providers IDEA_EXPANSION_PROVIDER names. It owns one HTTP
+    client for GitHub: close the pipeline (or use it as a context manager) when done."""
 
     def __init__(
         self,
         client: IdeaExpansion,
         *,
-        provider: ModelProvider,
+        provider: ModelProvider | None = None,
         image_renderer: ImageRenderer | None = None,
-        github_http: Any = None,
-        github_api_url: str = "https://api.github.com",
+        github_http: httpx.Client | None = None,
+        github_api_url: str = GITHUB_API,
         stale_after: timedelta | None = None,
+        heartbeat_every: timedelta = HEARTBEAT_EVERY,
     ) -> None:
         if client.scope.role != "service_role":
             raise IdeaExpansionError("the pipeline runs on the service client, not a user or anonymous view")
         self._client = client
-        self.provider = provider
+        self.provider: ModelProvider = provider or OfflineProvider()
         self._render_image = image_renderer or _title_card
         self._github_http = github_http
+        self._owns_github_http = github_http is None
+        self._github_lock = threading.Lock()
         self._github_api = github_api_url
         self.stale_after = stale_after or STALE_AFTER
+        self.heartbeat_every = heartbeat_every
+
+    @classmethod
+    def from_settings(
+        cls,
+        client: IdeaExpansion,
+        settings: Settings | None = None,
+        *,
+        provider: ModelProvider | None = None,
+        stale_after: timedelta | None = None,
+    ) -> Pipeline:
+        """The pipeline the settings (by default the client's) describe: IDEA_EXPANSION_PROVIDER's
+        providers and, with `openai` among them, OpenAI images. An explicit `provider` replaces both
+        (images are then the offline title card)."""
+        from .setup import image_renderer_from_settings, providers_from_settings
+
+        settings = settings or client.settings
+        return cls(
+            client,
+            provider=provider or providers_from_settings(settings),
+            image_renderer=None if provider else image_renderer_from_settings(settings),
+            stale_after=stale_after,
+        )
+
+    # -- lifetime ---------------------------------------------------------------------------------------
+    @property
+    def github_http(self) -> httpx.Client:
+        """The one HTTP client every GitHub publish of this pipeline goes through (made on first use)."""
+        with self._github_lock:
+            if self._github_http is None:
+                self._github_http = github_http_client()
+            return self._github_http
+
+    def close(self) -> None:
+        """Close the GitHub HTTP client this pipeline made (one passed in stays the caller's to close)."""
+        with self._github_lock:
+            if self._owns_github_http and self._github_http is not None:
+                self._github_http.close()
+                self._github_http = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     # -- public API -------------------------------------------------------------------------------------
     def expand(
@@ -156,19 +192,33 @@ class Pipeline:
         idea_id: IdLike | None = None,
         format: OutputFormat | str | None = None,
         idempotency_key: IdLike | None = None,
+        public: bool = False,
         on_progress: ProgressCallback | None = None,
     ) -> ExpansionResult:
         """Run one expansion now and return it once finished (completed or partial).
+
+        Args:
+            idea_id: The idea to expand; by default the user's most promising pending idea.
+            format: Force a format; by default the provider chooses.
+            idempotency_key: A retry with the same key returns the same run, never a second one.
+            public: Make a resulting blog post public; posts are private by default.
+            on_progress: Called with each stage as the run enters it.
 
         Raises:
             InsufficientCreditsError: the user has no credit (nothing is generated).
             PipelineError: the run failed; it is recorded as failed and its credit released.
             InvalidRequestError / NotFoundError: a bad format, or an idea that is not the user's or not pending.
         """
-        execution, created = self._start(user_id, idea_id, format, idempotency_key, enqueue=False)
-        if not created:  # a retry with the same key: report that run, never run it a second time
-            return self._replayed(execution)
-        return self._execute(execution, on_progress)
+        started = self._client.expansions.start(
+            user_id,
+            idea_id=idea_id,
+            format=None if format is None else str(format),
+            idempotency_key=idempotency_key,
+            public=public,
+        )
+        if not started.created:  # a retry with the same key: report that run, never run it a second time
+            return self._replayed(started.execution)
+        return self._execute(started, on_progress)
 
     def enqueue(
         self,
@@ -177,29 +227,26 @@ class Pipeline:
         idea_id: IdLike | None = None,
         format: OutputFormat | str | None = None,
         idempotency_key: IdLike | None = None,
+        public: bool = False,
     ) -> Execution:
-        """Queue an expansion for the workers. Its credit is held now, so queueing beyond the balance is
-        refused with `InsufficientCreditsError` just as running would be."""
-        return self._start(user_id, idea_id, format, idempotency_key, enqueue=True)[0]
+        """Queue an expansion for the workers. Its credit is held and its idea fixed now, so queueing
+        beyond the balance is refused with `InsufficientCreditsError` just as running would be."""
+        return self._client.expansions.start(
+            user_id,
+            idea_id=idea_id,
+            format=None if format is None else str(format),
+            idempotency_key=idempotency_key,
+            enqueue=True,
+            public=public,
+        ).execution
 
     def status(self, execution_id: IdLike) -> ExpansionStatus:
         """Where a run is: status, stage, its outputs and its error if any."""
-        execution = self._client.executions.get(execution_id)
-        outputs = self._outputs(execution.id)
-        return ExpansionStatus(
-            execution_id=execution.id,
-            status=execution.status,
-            current_stage=execution.current_stage,
-            output_ids=[o.id for o in outputs],
-            error_message=execution.error_message,
-            error_step=execution.error_step,
-        )
+        return self._client.expansions.status(execution_id)
 
     def reap(self, stale_after: timedelta | None = None) -> list[uuid.UUID]:
         """Fail running executions whose worker stopped (no heartbeat) and release their credits."""
-        interval = stale_after if stale_after is not None else self.stale_after
-        ids = self._rpc("reap_stale_expansions", {"p_stale_after": interval}, returns="values")
-        reaped = [parse_id(i) for i in ids or []]
+        reaped = self._client.expansions.reap(stale_after if stale_after is not None else self.stale_after)
         if reaped:
             log.warning("reaped %d stale execution(s): %s", len(reaped), ", ".join(map(str, reaped)))
         return reaped
@@ -218,7 +265,7 @@ class Pipeline:
         with `exit_when_idle`). Any number of workers, in any number of processes, may share a database:
         each queued run is claimed exactly once. Returns how many runs this worker processed."""
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise InvalidRequestError("concurrency must be at least 1")
         stop = stop or threading.Event()
         base = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         lock = threading.Lock()
@@ -273,42 +320,36 @@ class Pipeline:
         """Publish (again) a generated repository whose publishing failed; no credit is charged.
 
         Raises:
-            PublishError: GitHub refused; NotFoundError: no such output or no GitHub credential.
+            PublishError: GitHub refused; NotFoundError: no such output or no GitHub credential;
+            InvalidRequestError: the output is not a repository.
         """
         output = self._client.outputs.get(output_id)
-        content = parse_content(output.format, output.content)
         if output.format != OutputFormat.GITHUB_REPO:
-            raise IdeaExpansionError(f"only github_repo outputs are published, not {output.format}")
-        if output.published:
-            return output
-        result = self._github(output.user_id).publish(content)  # type: ignore[arg-type]
-        return self._client.outputs.record_publication(output.id, url=result.url, metadata=result.metadata())
+            raise InvalidRequestError(f"only github_repo outputs are published, not {output.format}")
+        return self.deliver(output.id)
+
+    def deliver(self, output_id: IdLike) -> Output:
+        """Retry, without another charge, what failed after a run's capture: store its images again
+        (re-rendered from the stored drafts) and publish a repository that is not published yet."""
+        output = self._client.outputs.get(output_id)
+        content = parse_content(output.format, output.content)
+        if isinstance(content, GitHubRepoContent):
+            if output.published:
+                return output
+            published = self._publisher(output.user_id).publish(content)
+            recorded = self._record_publication(output.execution_id, published)
+            return recorded.output or self._client.outputs.get(output.id)
+        for stored, draft in _images_of(content):
+            try:
+                self._client.storage.download(stored.storage_path)
+            except NotFoundError:
+                data = self._render_image(draft)[0]
+                self._client.storage.upload(stored.storage_path, data, content_type=stored.mime_type, upsert=True)
+        return output
 
     # -- a run ------------------------------------------------------------------------------------------
-    def _start(
-        self,
-        user_id: IdLike,
-        idea_id: IdLike | None,
-        format: OutputFormat | str | None,
-        idempotency_key: IdLike | None,
-        *,
-        enqueue: bool,
-    ) -> tuple[Execution, bool]:
-        started = self._rpc(
-            "start_expansion",
-            {
-                "p_user_id": parse_id(user_id, "user id"),
-                "p_idea_id": None if idea_id is None else parse_id(idea_id, "idea id"),
-                "p_format": None if format is None else str(OutputFormat(format)),
-                "p_idempotency_key": None if idempotency_key is None else parse_id(idempotency_key, "idempotency key"),
-                "p_enqueue": enqueue,
-            },
-        )
-        return to_model(Execution, started["execution"]), bool(started["created"])
-
-    def _claim(self, worker: str) -> Execution | None:
-        rows = self._rpc("claim_next_expansion", {"p_worker_id": worker}, returns="rows")
-        return to_model(Execution, rows[0]) if rows else None
+    def _claim(self, worker: str) -> ExpansionStarted | None:
+        return self._client.expansions.claim(worker)
 
     def _replayed(self, execution: Execution) -> ExpansionResult:
         if execution.status == ExecutionStatus.FAILED:
@@ -317,18 +358,24 @@ class Pipeline:
                 execution_id=execution.id,
                 stage=execution.error_step or "unknown",
             )
-        return ExpansionResult(execution, self._outputs(execution.id))
+        status = self._client.expansions.status(execution.id)
+        output = self._client.outputs.get(status.output_ids[0]) if status.output_ids else None
+        return ExpansionResult(execution=status.execution, output=output)
 
-    def _execute(self, execution: Execution, on_progress: ProgressCallback | None) -> ExpansionResult:
-        run = _Run(execution)
+    def _execute(self, started: ExpansionStarted, on_progress: ProgressCallback | None) -> ExpansionResult:
+        execution = started.execution
         stage = Stage.SELECT
+        run: _Run | None = None
         try:
+            if started.idea is None:
+                raise NotFoundError("the run's idea no longer exists", code="PT404")
+            run = _Run(execution, started.idea, last_beat=time.monotonic())
             self._enter(run, stage, on_progress)
-            candidates = self._candidates(execution)
 
             stage = Stage.JUDGE
             self._enter(run, stage, on_progress)
-            self._judge(run, candidates)
+            verdict = self._ask("judge", JudgeVerdict, run)
+            run.evaluation = Evaluation(score=verdict.score, reasoning=verdict.reasoning)
 
             stage = Stage.CHOOSE_FORMAT
             self._enter(run, stage, on_progress)
@@ -341,86 +388,41 @@ class Pipeline:
             if chosen in (OutputFormat.IMAGE, OutputFormat.BLOG_POST):
                 stage = Stage.IMAGE
                 self._enter(run, stage, on_progress)
-                content = self._image(run, chosen, content, draft)
-
-            publication: dict[str, Any] = {}
+                content = self._render(run, chosen, content, draft)
             if chosen == OutputFormat.GITHUB_REPO:
-                stage = Stage.PUBLISH
-                self._enter(run, stage, on_progress)
-                publication = self._publish(run, content)
+                run.github_token = self._github_token(run)  # a read; the push waits for the capture
 
+            assert not isinstance(content, ImageDraft), "the image stage turns an image draft into content"
             stage = Stage.PERSIST
             self._enter(run, stage, on_progress)
-            return self._persist(run, content, publication)
+            finished = self._client.expansions.finish(execution.id, self._outcome(run, content))
         except Exception as exc:  # every failure is recorded; the caller gets a PipelineError
             message = _describe(exc)
-            self._fail(run, stage, message)
+            self._fail(execution, run, stage, message)
             raise PipelineError(
                 f"expansion {execution.id} failed at {stage}: {message}", execution_id=execution.id, stage=stage
             ) from exc
+        return self._deliver(run, finished, on_progress)
 
     def _enter(self, run: _Run, stage: Stage, on_progress: ProgressCallback | None) -> None:
-        # start_expansion / claim_next_expansion already put the run in `select` with a fresh heartbeat.
-        if stage != Stage.SELECT:
-            self._rpc(
-                "record_expansion_stage",
-                {"p_execution_id": run.execution.id, "p_stage": stage.value, "p_fields": Json(run.payload())},
-            )
+        # start/claim put the run in `select` with a fresh heartbeat; later stages only beat when due.
+        if stage != Stage.SELECT and time.monotonic() - run.last_beat >= self.heartbeat_every.total_seconds():
+            self._client.expansions.record_stage(run.execution.id, stage)
+            run.last_beat = time.monotonic()
         if on_progress is not None:
             on_progress(stage, run.execution.id)
-
-    def _candidates(self, execution: Execution) -> list[Idea]:
-        if execution.selected_idea_id is not None:
-            return [self._client.ideas.get(execution.selected_idea_id)]
-        in_flight = {
-            row["selected_idea_id"]
-            for row in self._client.backend.execute(
-                Select(
-                    "executions",
-                    [Eq("user_id", execution.user_id), In("status", ["queued", "running"])],
-                    columns=("selected_idea_id",),
-                ),
-                self._client.scope,
-            )
-        }
-        pending = [
-            idea
-            for idea in self._client.ideas.list(user_id=execution.user_id, status=IdeaStatus.PENDING, limit=20)
-            if idea.id not in in_flight
-        ]
-        if not pending:
-            raise NotFoundError("the user has no pending idea to expand", code="PT404")
-        return pending
-
-    def _judge(self, run: _Run, candidates: list[Idea]) -> None:
-        best: tuple[int, Idea, JudgeVerdict] | None = None
-        for idea in candidates:
-            verdict = self._ask("judge", JudgeVerdict, idea, run)
-            self._rpc(
-                "record_idea_evaluation",
-                {"p_idea_id": idea.id, "p_score": verdict.score, "p_execution_id": run.execution.id},
-            )
-            if best is None or verdict.score > best[0]:
-                best = (verdict.score, idea, verdict)
-        assert best is not None
-        _, run.idea, verdict = best
-        run.fields |= {
-            "selected_idea_id": str(run.idea.id),
-            "judge_score": verdict.score,
-            "judge_reasoning": verdict.reasoning,
-        }
 
     def _choose_format(self, run: _Run) -> OutputFormat:
         forced = run.execution.requested_format
         if forced is not None:
-            run.fields |= {"format_chosen": forced.value, "format_reasoning": "Requested by the caller."}
-            return forced
-        decision = self._ask("choose_format", FormatDecision, self._idea(run), run)
-        run.fields |= {"format_chosen": decision.format.value, "format_reasoning": decision.reasoning}
-        return decision.format
+            run.format_chosen, run.format_reasoning = forced, "Requested by the caller."
+        else:
+            decision = self._ask("choose_format", FormatDecision, run)
+            run.format_chosen, run.format_reasoning = decision.format, decision.reasoning
+        return run.format_chosen
 
     def _generate(self, run: _Run, chosen: OutputFormat) -> tuple[OutputContent | ImageDraft, BaseModel]:
-        draft = self._ask(chosen.value, _DRAFTS[chosen], self._idea(run), run)
+        draft = self._ask(chosen.value, _DRAFTS[chosen], run)
         by = self.provider.name
         if isinstance(draft, BlogDraft):
             return build_blog_post(draft, generated_by=by), draft
@@ -431,29 +433,31 @@ class Pipeline:
         assert isinstance(draft, ImageDraft)
         return draft, draft  # the image itself is made in the image stage
 
-    def _image(self, run: _Run, chosen: OutputFormat, content: Any, draft: BaseModel) -> OutputContent:
+    def _render(self, run: _Run, chosen: OutputFormat, content: Any, draft: BaseModel) -> OutputContent:
+        """Render images in memory; they are stored only after the capture."""
         if chosen == OutputFormat.IMAGE:
             assert isinstance(draft, ImageDraft)
-            stored = self._store_image(run, draft, "image.png")  # the main output: a failure fails the run
+            stored = self._rendered(run, draft, "image.png")  # the main output: a failure fails the run
             return ImageContent(
-                prompt=draft.prompt, caption=draft.caption, image=stored, generated_by=self.provider.name
+                prompt=draft.prompt,
+                caption=draft.caption,
+                headline=draft.headline,
+                image=stored,
+                generated_by=self.provider.name,
             )
         # A blog post's cover card is extra: without it the post is still saved, as a partial run.
         try:
-            card = ImageDraft(
-                prompt=f"Title card for {content.title}", caption=content.meta_description, headline=content.title[:120]
-            )
-            stored = self._store_image(run, card, "cover.png")
-            return content.model_copy(update={"cover_image": stored})  # type: ignore[no-any-return]
+            stored = self._rendered(run, _cover_draft(content), "cover.png")
         except Exception as exc:
             run.soft_errors.append((Stage.IMAGE, f"cover image failed: {_describe(exc)}"))
             return content  # type: ignore[no-any-return]
+        return content.model_copy(update={"cover_image": stored})  # type: ignore[no-any-return]
 
-    def _store_image(self, run: _Run, draft: ImageDraft, name: str) -> StoredImage:
+    def _rendered(self, run: _Run, draft: ImageDraft, name: str) -> StoredImage:
         data, width, height, tokens = self._render_image(draft)
         run.tokens += tokens
         path = f"{run.execution.user_id}/{run.execution.id}/{name}"
-        self._client.storage.upload(path, data, content_type="image/png", upsert=True)
+        run.uploads.append((path, data))
         return StoredImage(
             storage_path=path,
             url=self._client.storage.public_url(path),
@@ -462,77 +466,96 @@ class Pipeline:
             mime_type="image/png",
         )
 
-    def _publish(self, run: _Run, content: Any) -> dict[str, Any]:
+    def _github_token(self, run: _Run) -> str | None:
         try:
-            result = self._github(run.execution.user_id).publish(content)
-        except IdeaExpansionError as exc:  # GitHub refusing, no token, a token that no longer decrypts
-            if isinstance(exc, PublishError) and exc.status == 401:
-                self._client.credentials.mark_validated(Provider.GITHUB, False, user_id=run.execution.user_id)
-            run.soft_errors.append((Stage.PUBLISH, f"publishing to GitHub failed: {_describe(exc)}"))
-            return {}
-        return {"publication_url": result.url, "publication_metadata": result.metadata()}
+            return self._client.credentials.get_secret(Provider.GITHUB, user_id=run.execution.user_id)
+        except IdeaExpansionError as exc:  # no token, a deactivated one, one that no longer decrypts
+            reason = (
+                "no active GitHub token: the user must sign in with GitHub to publish repositories"
+                if isinstance(exc, NotFoundError)
+                else _describe(exc)
+            )
+            run.soft_errors.append((Stage.PUBLISH, f"publishing to GitHub failed: {reason}"))
+            return None
 
-    def _github(self, user_id: uuid.UUID) -> GitHubPublisher:
+    def _outcome(self, run: _Run, content: OutputContent) -> ExpansionOutcome:
+        partial = bool(run.soft_errors)
+        return ExpansionOutcome(
+            status="partial" if partial else "completed",
+            tokens_used=run.tokens,
+            evaluation=run.evaluation,
+            format_chosen=run.format_chosen,
+            format_reasoning=run.format_reasoning,
+            content=content,
+            error_step=run.soft_errors[0][0] if partial else None,
+            error_message="; ".join(message for _, message in run.soft_errors)[:2000] if partial else None,
+        )
+
+    def _fail(self, execution: Execution, run: _Run | None, stage: Stage, message: str) -> None:
+        outcome = ExpansionOutcome(
+            status="failed",
+            tokens_used=run.tokens if run else 0,
+            evaluation=run.evaluation if run else None,
+            format_chosen=run.format_chosen if run else None,
+            format_reasoning=run.format_reasoning if run else None,
+            error_step=stage,
+            error_message=message[:2000],
+        )
+        try:
+            self._client.expansions.finish(execution.id, outcome)
+        except IdeaExpansionError as exc:
+            # The database is unreachable or the run was reaped: the reaper (or nothing) is left to do.
+            log.error("could not record failure of %s: %s", execution.id, exc)
+
+    # -- after the capture ------------------------------------------------------------------------------
+    def _deliver(self, run: _Run, finished: ExpansionResult, on_progress: ProgressCallback | None) -> ExpansionResult:
+        """The user-visible side effects, now that the credit is captured. A failure makes the run partial."""
+        result = finished
+        execution_id = run.execution.id
+        for path, data in run.uploads:
+            try:
+                self._client.storage.upload(path, data, content_type="image/png", upsert=True)
+            except Exception as exc:
+                result = self._record_failure(result, "image", f"storing {path} failed: {_describe(exc)}")
+        content = finished.content()
+        if run.github_token is not None and isinstance(content, GitHubRepoContent):
+            try:
+                if on_progress is not None:
+                    on_progress(Stage.PUBLISH, execution_id)
+                published = GitHubPublisher(run.github_token, http_client=self.github_http, base_url=self._github_api)
+                result = self._record_publication(execution_id, published.publish(content))
+            except Exception as exc:
+                if isinstance(exc, PublishError) and exc.status == 401:
+                    self._client.credentials.mark_validated(Provider.GITHUB, False, user_id=run.execution.user_id)
+                result = self._record_failure(result, "publish", f"publishing to GitHub failed: {_describe(exc)}")
+        return result
+
+    def _record_failure(self, result: ExpansionResult, step: Any, message: str) -> ExpansionResult:
+        try:
+            return self._client.expansions.record_delivery(result.execution.id, step, error_message=message)
+        except IdeaExpansionError as exc:
+            log.error("could not record the failed %s delivery of %s (%s): %s", step, result.execution.id, message, exc)
+            return result
+
+    def _record_publication(self, execution_id: uuid.UUID, published: PublishResult) -> ExpansionResult:
+        return self._client.expansions.record_delivery(
+            execution_id, "publish", publication_url=published.url, publication_metadata=published.metadata()
+        )
+
+    def _publisher(self, user_id: uuid.UUID) -> GitHubPublisher:
         try:
             token = self._client.credentials.get_secret(Provider.GITHUB, user_id=user_id)
         except NotFoundError:
             raise NotFoundError(
                 "no active GitHub token: the user must sign in with GitHub to publish repositories", code="PT404"
             ) from None
-        return GitHubPublisher(token, http_client=self._github_http, base_url=self._github_api)
-
-    def _persist(self, run: _Run, content: Any, publication: dict[str, Any]) -> ExpansionResult:
-        status = "partial" if run.soft_errors else "completed"
-        result = run.payload()
-        if run.soft_errors:
-            result["error_step"] = run.soft_errors[0][0].value
-            result["error_message"] = "; ".join(message for _, message in run.soft_errors)
-        result["output"] = {"format": content.format, "content": content.model_dump(mode="json"), **publication}
-        if content.format == OutputFormat.BLOG_POST:
-            result["blog_post"] = {
-                "title": content.title,
-                "slug": content.slug,
-                "markdown_content": content.markdown,
-                "html_content": content.html,
-                "meta_description": content.meta_description,
-                "tags": content.tags,
-            }
-        row = self._rpc(
-            "finish_expansion",
-            {"p_execution_id": run.execution.id, "p_status": status, "p_result": Json(result)},
-            returns="row",
-        )
-        execution = to_model(Execution, row)
-        return ExpansionResult(execution, self._outputs(execution.id))
-
-    def _fail(self, run: _Run, stage: Stage, message: str) -> None:
-        result = run.payload() | {"error_step": stage.value, "error_message": message[:2000]}
-        try:
-            self._rpc(
-                "finish_expansion",
-                {"p_execution_id": run.execution.id, "p_status": "failed", "p_result": Json(result)},
-                returns="row",
-            )
-        except IdeaExpansionError as exc:
-            # The database is unreachable or the run was reaped: the reaper (or nothing) is left to do.
-            log.error("could not record failure of %s: %s", run.execution.id, exc)
+        return GitHubPublisher(token, http_client=self.github_http, base_url=self._github_api)
 
     # -- helpers ----------------------------------------------------------------------------------------
-    def _ask(self, task: Task, schema: type[T], idea: Idea, run: _Run) -> T:
-        completion = self.provider.generate(task, schema, idea=_brief(idea), instructions=INSTRUCTIONS[task])
+    def _ask(self, task: Task, schema: type[T], run: _Run) -> T:
+        completion = self.provider.generate(task, schema, idea=_brief(run.idea), instructions=INSTRUCTIONS[task])
         run.add(completion)
         return completion.value
-
-    @staticmethod
-    def _idea(run: _Run) -> Idea:
-        assert run.idea is not None, "the judge stage selects the idea"
-        return run.idea
-
-    def _outputs(self, execution_id: uuid.UUID) -> list[Output]:
-        return self._client.outputs.list(execution_id=execution_id)
-
-    def _rpc(self, function: str, args: dict[str, Any], *, returns: Any = "scalar") -> Any:
-        return self._client.backend.rpc(Rpc(function, args, returns=returns), self._client.scope)
 
 
 def _brief(idea: Idea) -> IdeaBrief:
@@ -542,6 +565,20 @@ def _brief(idea: Idea) -> IdeaBrief:
         bullets=tuple(str(b) for b in idea.bullets),
         external_links=tuple(str(link) for link in idea.external_links),
     )
+
+
+def _cover_draft(post: BlogPostContent) -> ImageDraft:
+    return ImageDraft(prompt=f"Title card for {post.title}", caption=post.meta_description, headline=post.title[:120])
+
+
+def _images_of(content: OutputContent) -> list[tuple[StoredImage, ImageDraft]]:
+    """The stored images of an output and the drafts that render them again."""
+    if isinstance(content, BlogPostContent) and content.cover_image is not None:
+        return [(content.cover_image, _cover_draft(content))]
+    if isinstance(content, ImageContent):
+        headline = content.headline or content.caption[:120]
+        return [(content.image, ImageDraft(prompt=content.prompt, caption=content.caption, headline=headline))]
+    return []
 
 
 def _title_card(draft: ImageDraft) -> tuple[bytes, int, int, int]:

@@ -1,39 +1,16 @@
-"""Pipelines from settings: IDEA_EXPANSION_PROVIDER lists the providers in fallback order."""
+"""Providers from settings: IDEA_EXPANSION_PROVIDER lists them in fallback order (`Pipeline.from_settings`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from .._exceptions import ConfigurationError
 from .._settings import Settings
 from .content import ImageDraft
 from .providers import AnthropicProvider, FallbackProvider, OfflineProvider, OpenAIImageRenderer, OpenAIProvider
 from .providers import Provider as ModelProvider
-from .runner import Pipeline
 
-if TYPE_CHECKING:
-    from .._client import IdeaExpansion
-
-__all__ = ["image_renderer_from_settings", "pipeline_from_settings", "providers_from_settings"]
-
-
-def pipeline_from_settings(
-    client: IdeaExpansion,
-    settings: Settings,
-    *,
-    provider: ModelProvider | None = None,
-    stale_after: timedelta | None = None,
-) -> Pipeline:
-    """The pipeline the settings describe: their providers and, with `openai` among them, OpenAI images.
-    An explicit `provider` replaces both (images are then the offline title card)."""
-    return Pipeline(
-        client,
-        provider=provider or providers_from_settings(settings),
-        image_renderer=None if provider else image_renderer_from_settings(settings),
-        stale_after=stale_after,
-    )
+__all__ = ["image_renderer_from_settings", "providers_from_settings"]
 
 
 def _provider_names(settings: Settings) -> list[str]:

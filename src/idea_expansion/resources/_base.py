@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
 from .._exceptions import IdeaExpansionError, InvalidRequestError, NotFoundError
 from ..backends._base import Eq, Filter, Request, Rpc, Scope
+from ..types.ids import IdLike, parse_id
 
 if TYPE_CHECKING:
-    from .._client import IdeaExpansion
+    from ..backends._base import Backend
+    from ..backends.storage import StorageBackend
+    from ..crypto import Encryptor
+    from .credentials import Credentials
+
+
+class ClientContext(Protocol):
+    """What a resource needs of the client that owns it. Resources sit below the client and never
+    import it: the client satisfies this protocol."""
+
+    scope: Scope
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def storage_backend(self) -> StorageBackend: ...
+
+    @property
+    def encryptor(self) -> Encryptor: ...
+
+    @property
+    def credentials(self) -> Credentials: ...
+
 
 M = TypeVar("M", bound=BaseModel)
-IdLike = UUID | str
-
-
-def parse_id(value: IdLike, what: str = "id") -> UUID:
-    """A UUID from a UUID or its text; anything else is an `InvalidRequestError` before any round trip."""
-    if isinstance(value, UUID):
-        return value
-    try:
-        return UUID(str(value))
-    except ValueError:
-        raise InvalidRequestError(f"invalid {what}: {value!r} is not a UUID") from None
 
 
 def check_limit(limit: int) -> int:
@@ -42,7 +55,7 @@ def user_filter(user_id: IdLike | None) -> list[Filter]:
 class Resource:
     """Base of the resources: requests run through the client's backend, as the client's scope."""
 
-    def __init__(self, client: IdeaExpansion) -> None:
+    def __init__(self, client: ClientContext) -> None:
         self._client = client
 
     @property

@@ -9,7 +9,8 @@ from .._exceptions import InvalidRequestError, NotFoundError
 from ..backends._base import Eq, Insert, Is, Select, Update
 from ..crypto import Encryptor
 from ..types import Credential, Provider, ValidationStatus
-from ._base import IdLike, Resource, to_model
+from ..types.ids import IdLike
+from ._base import Resource, to_model
 
 # Everything but the ciphertext: listing credentials never moves a secret over the wire.
 _METADATA = ("id", "user_id", "provider", "is_active", "validation_status", "created_at", "updated_at")

@@ -8,8 +8,9 @@ from uuid import UUID
 from .._exceptions import InvalidRequestError, NotFoundError
 from ..backends._base import Eq, Order, Rpc, Select
 from ..types import CreditCharge, CreditType, PaymentReceipt, Usage
+from ..types.ids import IdLike, parse_id
 from ..types.reports import Refund
-from ._base import IdLike, Resource, parse_id, to_model
+from ._base import Resource, to_model
 
 
 class Credits(Resource):

@@ -1,15 +1,15 @@
-"""`client.executions`, `client.outputs`, `client.blog_posts`: what runs produced. Users read their own;
-the service client writes them (the pipeline's database functions will do most of that)."""
+"""`client.executions`, `client.outputs`, `client.blog_posts`: what runs produced. Users read their own.
+Only the run lifecycle (`client.expansions`, the database's run functions) writes executions and outputs
+and creates blog posts; owners may edit a post's metadata and visibility."""
 
 from __future__ import annotations
 
 import builtins
-import datetime as dt
-from typing import Any
 
-from ..backends._base import Eq, Insert, Json, Order, Select, Update
+from ..backends._base import Eq, Order, Select, Update
 from ..types import BlogPost, Execution, ExecutionStatus, Output, OutputFormat
-from ._base import IdLike, Resource, check_limit, parse_id, user_filter
+from ..types.ids import IdLike, parse_id
+from ._base import Resource, check_limit, user_filter
 
 
 class Executions(Resource):
@@ -31,22 +31,6 @@ class Executions(Resource):
         return self._many(
             Execution,
             Select("executions", filters, order=[Order("started_at", descending=True)], limit=check_limit(limit)),
-        )
-
-    def create(self, *, user_id: IdLike, selected_idea_id: IdLike | None = None) -> Execution:
-        """Record a new running execution (service client)."""
-        row = {
-            "user_id": parse_id(user_id, "user id"),
-            "selected_idea_id": None if selected_idea_id is None else parse_id(selected_idea_id, "idea id"),
-        }
-        return self._one(Execution, Insert("executions", [row]), "execution")
-
-    def update(self, execution_id: IdLike, **values: Any) -> Execution:
-        """Change columns of a run (service client); the database checks every value."""
-        return self._one(
-            Execution,
-            Update("executions", values, [Eq("id", parse_id(execution_id, "execution id"))]),
-            "execution",
         )
 
 
@@ -73,42 +57,6 @@ class Outputs(Resource):
             filters.append(Eq("format", OutputFormat(format).value))
         return self._many(
             Output, Select("outputs", filters, order=[Order("created_at", descending=True)], limit=check_limit(limit))
-        )
-
-    def create(
-        self,
-        *,
-        execution_id: IdLike,
-        user_id: IdLike,
-        format: OutputFormat | str,
-        content: dict[str, Any],
-        idea_id: IdLike | None = None,
-    ) -> Output:
-        """Store generated content (service client)."""
-        row = {
-            "execution_id": parse_id(execution_id, "execution id"),
-            "user_id": parse_id(user_id, "user id"),
-            "idea_id": None if idea_id is None else parse_id(idea_id, "idea id"),
-            "format": OutputFormat(format).value,
-            "content": Json(content),
-        }
-        return self._one(Output, Insert("outputs", [row]), "output")
-
-    def record_publication(self, output_id: IdLike, *, url: str, metadata: dict[str, Any]) -> Output:
-        """Mark an output published at `url` (service client)."""
-        return self._one(
-            Output,
-            Update(
-                "outputs",
-                {
-                    "published": True,
-                    "publication_url": url,
-                    "publication_metadata": Json(metadata),
-                    "published_at": dt.datetime.now(dt.UTC),
-                },
-                [Eq("id", parse_id(output_id, "output id"))],
-            ),
-            "output",
         )
 
 
@@ -172,13 +120,3 @@ class BlogPosts(Resource):
         if not values:
             return self.get(post_id)
         return self._one(BlogPost, Update("blog_posts", values, [Eq("id", parse_id(post_id, "post id"))]), "blog post")
-
-    def create(self, *, user_id: IdLike | None = None, output_id: IdLike | None = None, **values: Any) -> BlogPost:
-        """Create a post (service client: the pipeline renders its HTML); the database checks slug,
-        lengths and tags. Users cannot write post HTML."""
-        row = {
-            "user_id": self._owner(user_id),
-            "output_id": None if output_id is None else parse_id(output_id, "output id"),
-            **values,
-        }
-        return self._one(BlogPost, Insert("blog_posts", [row]), "blog post")

@@ -13,8 +13,9 @@ from uuid import UUID
 from .._exceptions import InvalidRequestError, NotFoundError
 from ..backends._base import Delete, Eq, Insert, Json, Keyset, Order, Select, Update
 from ..types import Idea, IdeaCreate, IdeaStatus, IdeaUpdate
+from ..types.ids import IdLike, parse_id
 from ..types.params import parse_params
-from ._base import IdLike, Resource, check_limit, parse_id, user_filter
+from ._base import Resource, check_limit, user_filter
 
 SortKey = Literal["created_at", "priority_score"]
 

@@ -7,8 +7,9 @@ from typing import Any
 from .._exceptions import NotFoundError
 from ..backends._base import Delete, Eq, Insert, Select, Update
 from ..types import GitHubSignIn, Provider, User, UserCreate, UserUpdate
+from ..types.ids import IdLike, parse_id
 from ..types.params import parse_params
-from ._base import IdLike, Resource, parse_id
+from ._base import Resource
 
 
 class Users(Resource):

@@ -79,7 +79,8 @@ class ChargeStatus(StrEnum):
 
 
 class Stage(StrEnum):
-    """`executions.current_stage` and `executions.error_step` values the pipeline writes."""
+    """`executions.current_stage` and `executions.error_step` values. `timeout` is a reaped run's error
+    step; `cancelled` a queued run's whose idea was deleted or archived before a worker started it."""
 
     QUEUED = "queued"
     SELECT = "select"
@@ -91,6 +92,7 @@ class Stage(StrEnum):
     PERSIST = "persist"
     DONE = "done"
     TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
 
 
 class CreditType(StrEnum):

@@ -113,7 +113,7 @@ class Execution(Row):
     user_id: UUID
     """Who the run was for."""
     selected_idea_id: UUID | None
-    """The idea expanded (null once the idea is deleted)."""
+    """The idea the run expands, fixed when it starts (null once the idea is deleted after the run)."""
     judge_reasoning: str | None
     """Why the judge scored the idea as it did."""
     judge_score: int | None
@@ -123,7 +123,7 @@ class Execution(Row):
     format_reasoning: str | None
     """Why that format."""
     status: ExecutionStatus
-    """running, completed, failed or partial."""
+    """queued, running, completed, partial or failed."""
     error_message: str | None
     """What went wrong, for failed and partial runs."""
     error_step: str | None
@@ -146,6 +146,8 @@ class Execution(Row):
     """The worker that claimed a queued run."""
     heartbeat_at: AwareDatetime | None
     """Last sign of life; running runs without one for too long are reaped."""
+    post_public: bool
+    """Whether a blog post from this run is public (private unless the caller asked; fixed at start)."""
 
 
 class Output(Row):

@@ -1,5 +1,6 @@
 -- What `supabase db reset --db-url` removes before re-applying migrations: everything the migrations
--- made in public (functions, views, tables, sequences, types), every RLS policy (storage.objects
+-- made in public (functions, views, tables, sequences, types), the `private` schema of internal
+-- helpers, every RLS policy (storage.objects
 -- included, since migrations create those too), non-default extensions, and the rows of the auth and
 -- migration-history tables. Roles, the auth/storage/extensions schemas and bucket rows stay.
 do $drop$
@@ -13,6 +14,8 @@ begin
   loop
     execute pg_catalog.format('drop extension if exists %I cascade', rec.extname);
   end loop;
+
+  drop schema if exists private cascade;
 
   -- Names are captured as text: an object dropped by an earlier cascade must not turn into a bare OID.
   for rec in
