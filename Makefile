@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check check-supabase clean
+.PHONY: demo test lint typecheck layers check check-supabase clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (python3.11, python3.12, ...)"; exit 1; }
@@ -31,7 +31,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck
+# Layers import one way (cli -> pipeline -> client -> resources -> backends): the contracts in pyproject.toml.
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
+check: lint typecheck layers
 
 # Supabase's own tools against a fresh database on the machine's PostgreSQL 15 (see scripts/check-supabase.sh).
 check-supabase: $(STAMP)

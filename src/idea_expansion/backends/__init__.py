@@ -1,0 +1,1 @@
+"""The SDK's backends (see ARCHITECTURE: cli -> pipeline -> client -> resources -> backends)."""

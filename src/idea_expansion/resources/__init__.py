@@ -1,0 +1,1 @@
+"""The SDK's resources (see ARCHITECTURE: cli -> pipeline -> client -> resources -> backends)."""
