@@ -270,6 +270,7 @@ EXPECTED_EXECUTE = {
     "private.lock_usage(uuid)": {"service_role"},
     "private.take_credit(uuid,uuid,boolean)": {"service_role"},
     "private.settle_credit(uuid,boolean)": {"service_role"},
+    "private.lock_execution(uuid)": {"service_role"},
     "private.running_execution(uuid,text)": {"service_role"},
     "private.guard_idea_in_flight()": set(),
     "refund_payment(uuid,text)": {"service_role"},

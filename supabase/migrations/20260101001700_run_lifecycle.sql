@@ -434,7 +434,8 @@ revoke all on function public.claim_next_expansion(text) from public, anon, auth
 grant execute on function public.claim_next_expansion(text) to service_role;
 
 -- record_expansion_stage / record_expansion_evaluation ------------------------------------------------------
-create function private.running_execution(p_execution_id uuid, p_action text)
+-- Every transition of a run starts here: its row, locked (so finish, reap and delivery never interleave).
+create function private.lock_execution(p_execution_id uuid)
 returns public.executions
 language plpgsql
 volatile
@@ -449,6 +450,24 @@ begin
     raise exception using errcode = 'PT404', message = 'Execution not found',
       detail = pg_catalog.format('no execution %s', p_execution_id);
   end if;
+  return v_execution;
+end;
+$$;
+
+comment on function private.lock_execution(uuid) is 'Locks and returns an execution (PT404 when missing).';
+revoke all on function private.lock_execution(uuid) from public, anon, authenticated;
+grant execute on function private.lock_execution(uuid) to service_role;
+
+create function private.running_execution(p_execution_id uuid, p_action text)
+returns public.executions
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_execution public.executions%rowtype := private.lock_execution(p_execution_id);
+begin
   if v_execution.status <> 'running' then
     raise exception using
       errcode = 'PT409',
@@ -546,11 +565,7 @@ begin
       message = pg_catalog.format('finish status must be completed, partial or failed, not %s', p_status);
   end if;
 
-  select * into v_execution from public.executions e where e.id = p_execution_id for update;
-  if not found then
-    raise exception using errcode = 'PT404', message = 'Execution not found',
-      detail = pg_catalog.format('no execution %s', p_execution_id);
-  end if;
+  v_execution := private.lock_execution(p_execution_id);
   if v_execution.status <> 'running' then
     if v_execution.status = p_status then  -- a retried finish whose first answer was lost
       select * into v_output from public.outputs o where o.execution_id = p_execution_id order by o.created_at limit 1;
@@ -705,11 +720,7 @@ begin
     raise exception using errcode = '22023', message = 'publication metadata must be a JSON object';
   end if;
 
-  select * into v_execution from public.executions e where e.id = p_execution_id for update;
-  if not found then
-    raise exception using errcode = 'PT404', message = 'Execution not found',
-      detail = pg_catalog.format('no execution %s', p_execution_id);
-  end if;
+  v_execution := private.lock_execution(p_execution_id);
   if v_execution.status not in ('completed', 'partial') then
     raise exception using
       errcode = 'PT409',

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from ..types import OutputFormat
 from ..types.content import (
@@ -12,9 +12,11 @@ from ..types.content import (
     BlogSection,
     GitHubRepoContent,
     ImageContent,
+    Model,
     OutputContent,
     RepoFile,
     StoredImage,
+    Text,
     TwitterThreadContent,
     parse_content,
 )
@@ -36,13 +38,6 @@ __all__ = [
     "TwitterThreadContent",
     "parse_content",
 ]
-
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
 
 # -- drafts: what a provider produces ------------------------------------------------------------------
 class JudgeVerdict(Model):

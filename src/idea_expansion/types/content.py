@@ -19,9 +19,12 @@ __all__ = [
 ]
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+"""Non-blank text, surrounding blanks removed."""
 
 
 class Model(BaseModel):
+    """Base of the content models (and the pipeline's drafts): unknown fields are errors."""
+
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
