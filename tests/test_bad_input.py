@@ -84,9 +84,9 @@ CHECK_CASES: dict[str, tuple[str, str]] = {
         "executions",
         "update public.executions set error_step = repeat('s', 65) where id = %(execution)s",
     ),
-    "executions_completed_at_check": (
+    "executions_completed_at_check": (  # a running run with a finish time (status changes are the trigger's)
         "executions",
-        "update public.executions set status = 'completed' where id = %(execution)s",
+        "update public.executions set completed_at = now() where id = %(execution)s",
     ),
     "executions_completed_after_start": (
         "executions",

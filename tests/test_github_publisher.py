@@ -154,7 +154,7 @@ def test_publish_creates_the_repo_and_commits_every_file_at_once(api: respx.Mock
     assert json.loads(create.content) == {
         "name": "explain-regular-expressions",
         "description": "Read a regex in words.",
-        "private": False,
+        "private": True,  # private unless the caller asks
         "auto_init": True,
     }
     tree = json.loads(routes["tree"].calls.last.request.content)

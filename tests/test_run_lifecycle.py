@@ -23,6 +23,7 @@ from idea_expansion import (
     IdeaExpansion,
     IdeaStatus,
     InvalidRequestError,
+    NotFoundError,
     OutputFormat,
     PipelineError,
     Stage,
@@ -412,3 +413,141 @@ def test_the_offline_pipeline_makes_two_lifecycle_calls(client: IdeaExpansion) -
             assert calls == ["start_expansion", "finish_expansion"], (fmt, calls)
     finally:
         client.backend.rpc = original  # type: ignore[method-assign]
+
+
+def test_a_lost_finish_answer_still_delivers_the_charged_run(client: IdeaExpansion) -> None:
+    """The capture commits, the answer is lost: the run is not reported failed, its image is stored."""
+    from idea_expansion import ConnectionError as DatabaseUnreachable
+
+    user = client.users.create(email=f"lost-{uuid.uuid4().hex[:8]}@example.test").id
+    idea = client.ideas.create(user_id=user, title="A poster that arrives").id
+    real_finish = client.expansions.finish
+    answers: list[str] = []
+
+    def finish_then_drop(execution_id: Any, outcome: ExpansionOutcome) -> Any:
+        result = real_finish(execution_id, outcome)
+        if not answers:
+            answers.append("dropped")
+            raise DatabaseUnreachable("server closed the connection unexpectedly")
+        answers.append("answered")
+        return result
+
+    client.expansions.finish = finish_then_drop  # type: ignore[method-assign]
+    try:
+        result = Pipeline(client).expand(user, idea_id=idea, format="image")
+    finally:
+        del client.expansions.finish
+    assert answers == ["dropped", "answered"]
+    assert result.status == ExecutionStatus.COMPLETED
+    assert client.storage.download(f"{user}/{result.execution.id}/image.png")[:4] == b"\x89PNG"
+    assert [c.status.value for c in client.credits.charges(user)] == ["captured"]
+
+
+def test_a_failed_record_of_a_push_never_pushes_twice(client: IdeaExpansion) -> None:
+    with respx.mock(assert_all_called=False) as api, Pipeline(client) as pipeline:
+        routes = mock_github(api)
+        user = github_user(client)
+        idea = client.ideas.create(user_id=user, title="Explain regular expressions", bullets=["cli"]).id
+        real = client.expansions.record_delivery
+
+        def refuse_publication(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("publication_url"):
+                raise ConflictError("the database went away", code="PT409")
+            return real(*args, **kwargs)
+
+        client.expansions.record_delivery = refuse_publication  # type: ignore[method-assign]
+        try:
+            result = pipeline.expand(user, idea_id=idea, format="github_repo")
+        finally:
+            del client.expansions.record_delivery
+        assert routes["create"].call_count == 1
+        # pushed: the run is not marked as a failed publish (a retry would push a second repository)
+        assert (result.status, result.execution.error_step) == (ExecutionStatus.COMPLETED, None)
+
+
+def test_repositories_are_private_unless_the_run_asked(client: IdeaExpansion) -> None:
+    import json
+
+    with respx.mock(assert_all_called=False) as api, Pipeline(client) as pipeline:
+        routes = mock_github(api)
+        sent = []
+        for public in (False, True):
+            user = github_user(client)
+            idea = client.ideas.create(user_id=user, title="Explain regular expressions", bullets=["cli"]).id
+            pipeline.expand(user, idea_id=idea, format="github_repo", public=public)
+            sent.append(json.loads(routes["create"].calls.last.request.content)["private"])
+    assert sent == [True, False]
+
+
+def test_a_delivery_error_never_kills_the_worker(own_client: IdeaExpansion) -> None:
+    class Exploding(Pipeline):
+        exploded = 0
+
+        def _deliver(self, run: Any, finished: Any, on_progress: Any) -> Any:
+            if not self.exploded:
+                self.exploded += 1
+                raise RuntimeError("a bug after the capture")
+            return super()._deliver(run, finished, on_progress)
+
+    client = own_client
+    user = client.users.create(email=f"boom-{uuid.uuid4().hex[:8]}@example.test").id
+    pipeline = Exploding(client)
+    runs = [
+        pipeline.enqueue(user, idea_id=client.ideas.create(user_id=user, title=f"Boom {n}").id, format="image")
+        for n in range(2)
+    ]
+    assert pipeline.run_worker(concurrency=1, exit_when_idle=True) == 2  # the thread survived the first run
+    assert [client.executions.get(r.id).status for r in runs] == [ExecutionStatus.COMPLETED] * 2
+
+
+def test_the_reaper_skips_a_locked_balance_instead_of_waiting(own_client: IdeaExpansion, own_database: str) -> None:
+    client = own_client
+    db = Db(own_database)
+    try:
+        users = [client.users.create(email=f"reap-{n}-{uuid.uuid4().hex[:6]}@example.test").id for n in range(2)]
+        runs = [
+            client.expansions.start(u, idea_id=client.ideas.create(user_id=u, title="Stale").id).execution
+            for u in users
+        ]
+        with db.admin() as conn:
+            conn.execute("update public.executions set heartbeat_at = now() - interval '1 hour'")
+        with db.pool.connection() as blocker, blocker.transaction():
+            blocker.execute("select 1 from public.usage_tracking where user_id = %s for update", (users[0],))
+            assert client.expansions.reap() == [runs[1].id]  # the other user's run, at once
+        assert client.expansions.reap() == [runs[0].id]  # and this one on the next round
+    finally:
+        db.close()
+
+
+def test_a_user_with_a_run_in_progress_can_still_be_deleted(client: IdeaExpansion) -> None:
+    user = client.users.create(email=f"gone-{uuid.uuid4().hex[:8]}@example.test").id
+    running = client.expansions.start(user, idea_id=client.ideas.create(user_id=user, title="Running").id)
+    client.expansions.start(user, idea_id=client.ideas.create(user_id=user, title="Queued").id, enqueue=True)
+    client.users.delete(user)
+    with pytest.raises(NotFoundError):
+        client.executions.get(running.execution.id)
+    with pytest.raises(NotFoundError):  # its worker's finish finds nothing to deliver to
+        client.expansions.finish(
+            running.execution.id, ExpansionOutcome(status="failed", error_step=Stage.JUDGE, error_message="gone")
+        )
+
+
+def test_status_changes_must_match_the_settlement_for_every_writer(client: IdeaExpansion, db: Db) -> None:
+    user = client.users.create(email=f"settle-{uuid.uuid4().hex[:8]}@example.test").id
+    run = client.expansions.start(user, idea_id=client.ideas.create(user_id=user, title="Held").id).execution
+    for status, message in [("completed", "without its credit captured"), ("failed", "still holds its credit")]:
+        with pytest.raises(psycopg.Error) as error, db.as_service() as conn:
+            conn.execute(
+                "update public.executions set status = %s, completed_at = now() where id = %s", (status, run.id)
+            )
+        assert (error.value.sqlstate, message in str(error.value)) == ("PT409", True)
+    thread = {"format": "twitter_thread", "posts": ["a", "b", "c"], "generated_by": "x"}
+    client.expansions.finish(
+        run.id,
+        ExpansionOutcome(status="completed", format_chosen="twitter_thread", content=thread),  # type: ignore[arg-type]
+    )
+    for url in ("javascript:alert(1)", "http://example.test/x"):
+        with pytest.raises(InvalidRequestError, match="https"):
+            client.expansions.record_delivery(run.id, "publish", publication_url=url)
+    with pytest.raises(InvalidRequestError, match="only a repository is published"):
+        client.expansions.record_delivery(run.id, "publish", publication_url="https://example.test/x")

@@ -62,7 +62,7 @@ GUIDE_COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "current_stage": ("text", "YES"),
         "worker_id": ("text", "YES"),
         "heartbeat_at": ("timestamp with time zone", "YES"),
-        "post_public": ("boolean", "NO"),
+        "make_public": ("boolean", "NO"),
     },
     "outputs": {
         "id": ("uuid", "NO"),

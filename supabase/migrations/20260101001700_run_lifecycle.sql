@@ -20,6 +20,9 @@
 -- Charging has one model: the private helpers below hold, capture and release credits, and both
 -- consume_expansion_credit and the run use them. The free-then-paid-else-PT402 rule exists once.
 --
+-- Locks are always taken in one order, idea -> execution -> usage (balance), so no two of these
+-- functions (or a user's delete of an idea) can deadlock; the reaper skips what is locked.
+--
 -- Codes: PT402 no credits, PT404 not found, PT409 the run (or idea) is not in a state that allows the
 -- call (HTTP 409), 22023 a bad argument, 22004 a required argument is null.
 
@@ -191,12 +194,13 @@ end;
 $$;
 
 -- executions: what the run was asked for, fixed at start --------------------------------------------------
-alter table public.executions add column post_public boolean not null default false;
+alter table public.executions add column make_public boolean not null default false;
 
 comment on column public.executions.selected_idea_id is
   'The idea the run expands, fixed when it starts (null only once the idea is deleted after the run).';
-comment on column public.executions.post_public is
-  'Whether a blog post from this run is public; private unless the caller asked (fixed at start).';
+comment on column public.executions.make_public is
+  'Whether what the run publishes (a blog post, a GitHub repository) is public; private unless the caller asked '
+  '(fixed at start).';
 
 -- Status changes follow the machine, whoever writes; the idea and owner never change.
 create function public.enforce_execution_transition()
@@ -217,6 +221,21 @@ begin
       detail = pg_catalog.format('execution %s', old.id),
       hint = 'Runs move queued -> running -> completed | partial | failed (a queued run may be cancelled; '
              'a delivery failing after the capture makes a completed run partial).';
+  end if;
+  -- Whoever writes, a run ends settled: delivered ones with their credit captured, failed ones holding none.
+  if new.status is distinct from old.status and new.status in ('completed', 'partial') and old.status = 'running'
+     and not exists (select 1 from public.credit_charges c where c.idempotency_key = new.id and c.status = 'captured') then
+    raise exception using
+      errcode = 'PT409',
+      message = pg_catalog.format('execution %s cannot become %s without its credit captured', old.id, new.status),
+      hint = 'finish_expansion captures the held credit and stores the output in one transaction.';
+  end if;
+  if new.status is distinct from old.status and new.status = 'failed'
+     and exists (select 1 from public.credit_charges c where c.idempotency_key = new.id and c.status = 'held') then
+    raise exception using
+      errcode = 'PT409',
+      message = pg_catalog.format('execution %s cannot fail while it still holds its credit', old.id),
+      hint = 'finish_expansion, the reaper and cancelling release the hold first.';
   end if;
   if new.selected_idea_id is distinct from old.selected_idea_id and new.selected_idea_id is not null then
     raise exception using
@@ -254,18 +273,22 @@ begin
   if tg_op = 'UPDATE' and not (new.status = 'archived' and old.status is distinct from 'archived') then
     return new;
   end if;
+  -- The owner is being deleted (the cascade from public.users): their runs go with them.
+  if tg_op = 'DELETE' and not exists (select 1 from public.users u where u.id = old.user_id) then
+    return old;
+  end if;
   for v_run in
     select e.id from public.executions e
      where e.selected_idea_id = old.id and e.status = 'queued'
      for update
   loop
+    perform private.settle_credit(v_run, false);
     update public.executions e
        set status = 'failed', current_stage = 'done', error_step = 'cancelled',
            error_message = pg_catalog.format('cancelled before a worker started: the idea was %s', v_action),
            completed_at = greatest(pg_catalog.now(), e.started_at),
            duration_seconds = 0
      where e.id = v_run;
-    perform private.settle_credit(v_run, false);
   end loop;
   select e.id into v_run from public.executions e where e.selected_idea_id = old.id and e.status = 'running';
   if found then
@@ -317,6 +340,12 @@ begin
       hint = 'Formats: blog_post, twitter_thread, github_repo, image.';
   end if;
 
+  -- Lock order idea -> usage. FOR SHARE: a concurrent delete or archive of the idea waits for this start,
+  -- then sees the run and refuses (or cancels it, if queued).
+  if p_idea_id is not null then
+    select * into v_idea from public.ideas i where i.id = p_idea_id and i.user_id = p_user_id for share;
+  end if;
+
   -- Every start, grant and charge for this user queues on this lock, so the checks below stay true.
   perform private.lock_usage(p_user_id);
 
@@ -335,9 +364,7 @@ begin
   end if;
 
   if p_idea_id is not null then
-    -- FOR SHARE: a concurrent delete or archive waits for this start, then sees the run and refuses.
-    select * into v_idea from public.ideas i where i.id = p_idea_id and i.user_id = p_user_id for share;
-    if not found then
+    if v_idea.id is null then
       raise exception using errcode = 'PT404', message = 'Idea not found',
         detail = pg_catalog.format('no idea %s for user %s', p_idea_id, p_user_id);
     end if;
@@ -354,14 +381,15 @@ begin
         hint = 'Wait for that run to finish (or pass the same idempotency key to follow it).';
     end if;
   else
-    -- No idea asked for: the most promising pending idea not already in a run (best judge score, then oldest).
+    -- No idea asked for: the most promising pending idea not already in a run (best judge score, then
+    -- oldest). SKIP LOCKED: an idea being deleted or edited right now is passed over, never waited for.
     select * into v_idea from public.ideas i
      where i.user_id = p_user_id and i.status = 'pending'
        and not exists (select 1 from public.executions e
                         where e.selected_idea_id = i.id and e.status in ('queued', 'running'))
      order by i.priority_score desc, i.created_at, i.id
      limit 1
-     for share;
+     for share skip locked;
     if not found then
       raise exception using
         errcode = 'PT404',
@@ -374,7 +402,7 @@ begin
   perform private.take_credit(p_user_id, v_id, false);
 
   insert into public.executions
-    (id, user_id, selected_idea_id, requested_format, idempotency_key, post_public, status, current_stage,
+    (id, user_id, selected_idea_id, requested_format, idempotency_key, make_public, status, current_stage,
      heartbeat_at)
   values
     (v_id, p_user_id, v_idea.id, p_format, p_idempotency_key, coalesce(p_public, false),
@@ -434,7 +462,8 @@ revoke all on function public.claim_next_expansion(text) from public, anon, auth
 grant execute on function public.claim_next_expansion(text) to service_role;
 
 -- record_expansion_stage / record_expansion_evaluation ------------------------------------------------------
--- Every transition of a run starts here: its row, locked (so finish, reap and delivery never interleave).
+-- Every transition of a run starts here: its idea, then its row, locked (so finish, reap and delivery
+-- never interleave, and the lock order matches a user's delete of the idea: idea -> execution -> usage).
 create function private.lock_execution(p_execution_id uuid)
 returns public.executions
 language plpgsql
@@ -445,6 +474,9 @@ as $$
 declare
   v_execution public.executions%rowtype;
 begin
+  perform 1 from public.ideas i
+   where i.id = (select e.selected_idea_id from public.executions e where e.id = p_execution_id)
+     for no key update;
   select * into v_execution from public.executions e where e.id = p_execution_id for update;
   if not found then
     raise exception using errcode = 'PT404', message = 'Execution not found',
@@ -658,7 +690,7 @@ begin
           v_output.id, v_execution.user_id, p_content ->> 'title', v_slug, p_content ->> 'markdown',
           p_content ->> 'html', p_content ->> 'meta_description',
           coalesce(array(select pg_catalog.jsonb_array_elements_text(p_content -> 'tags')), array[]::text[]),
-          v_execution.post_public, pg_catalog.now()
+          v_execution.make_public, pg_catalog.now()
         )
         returning * into v_post;
         exit;
@@ -716,6 +748,10 @@ begin
     raise exception using errcode = '22023',
       message = 'a delivery either failed (an error message) or was published (a URL), not both or neither';
   end if;
+  if p_publication_url is not null and (p_step <> 'publish' or p_publication_url !~ '^https://') then
+    raise exception using errcode = '22023',
+      message = 'a publication is a publish step with an https:// URL';
+  end if;
   if p_publication_metadata is not null and pg_catalog.jsonb_typeof(p_publication_metadata) <> 'object' then
     raise exception using errcode = '22023', message = 'publication metadata must be a JSON object';
   end if;
@@ -737,11 +773,18 @@ begin
      where e.id = p_execution_id
     returning * into v_execution;
   end if;
-  update public.outputs o
-     set published = true, publication_url = p_publication_url,
-         publication_metadata = coalesce(p_publication_metadata, '{}'::jsonb), published_at = pg_catalog.now()
-   where o.execution_id = p_execution_id and p_publication_url is not null;
   select * into v_output from public.outputs o where o.execution_id = p_execution_id order by o.created_at limit 1;
+  if p_publication_url is not null then
+    if v_output.format is distinct from 'github_repo' then
+      raise exception using errcode = '22023',
+        message = pg_catalog.format('only a repository is published, not %s', coalesce(v_output.format, 'no output'));
+    end if;
+    update public.outputs o
+       set published = true, publication_url = p_publication_url,
+           publication_metadata = coalesce(p_publication_metadata, '{}'::jsonb), published_at = pg_catalog.now()
+     where o.id = v_output.id
+    returning * into v_output;
+  end if;
   return pg_catalog.jsonb_build_object(
     'execution', pg_catalog.to_jsonb(v_execution),
     'output', case when v_output.id is null then null else pg_catalog.to_jsonb(v_output) end,
@@ -765,23 +808,27 @@ set search_path = ''
 as $$
 declare
   v_id uuid;
+  v_user uuid;
 begin
   if p_stale_after is null or p_stale_after < interval '0' then
     raise exception using errcode = '22023', message = 'stale_after must be zero or more';
   end if;
   -- SKIP LOCKED: a run being finished right now is not stale; finish and reap never both settle a run.
-  for v_id in
-    select e.id from public.executions e
+  -- A run whose owner's balance is locked is left for the next round: one user can never stall the reaper.
+  for v_id, v_user in
+    select e.id, e.user_id from public.executions e
      where e.status = 'running' and e.heartbeat_at < pg_catalog.now() - p_stale_after
      for update skip locked
   loop
+    perform 1 from public.usage_tracking u where u.user_id = v_user for update skip locked;
+    continue when not found;
+    perform private.settle_credit(v_id, false);
     update public.executions e
        set status = 'failed', current_stage = 'done', error_step = 'timeout',
            error_message = pg_catalog.format('no heartbeat for %s: the worker stopped before finishing', p_stale_after),
            completed_at = greatest(pg_catalog.now(), e.started_at),
            duration_seconds = greatest(0, floor(extract(epoch from pg_catalog.now() - e.started_at)))::integer
      where e.id = v_id;
-    perform private.settle_credit(v_id, false);
     return next v_id;
   end loop;
 end;

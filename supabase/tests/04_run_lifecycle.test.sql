@@ -69,7 +69,7 @@ insert into tap_run select 'first', (start_expansion(
   '00000000-0000-4000-8000-0000000000d1', '00000000-0000-4000-8000-00000000a001', 'blog_post',
   '00000000-0000-4000-8000-00000000e101') -> 'execution' ->> 'id')::uuid;
 select is(
-  (select (status, current_stage, selected_idea_id, post_public)::text from public.executions
+  (select (status, current_stage, selected_idea_id, make_public)::text from public.executions
     where id = (select id from tap_run where name = 'first')),
   '(running,select,00000000-0000-4000-8000-00000000a001,f)',
   'start creates a running run on the requested idea, its post private by default'

@@ -39,6 +39,7 @@ __all__ = [
     "parse_content",
 ]
 
+
 # -- drafts: what a provider produces ------------------------------------------------------------------
 class JudgeVerdict(Model):
     """How promising an idea is."""

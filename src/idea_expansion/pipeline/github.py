@@ -128,9 +128,10 @@ class GitHubPublisher:
         self._name_attempts = name_attempts
 
     def publish(
-        self, repo: GitHubRepoContent, *, message: str = "Initial version from idea-expansion"
+        self, repo: GitHubRepoContent, *, private: bool = True, message: str = "Initial version from idea-expansion"
     ) -> PublishResult:
-        created = self._create_repository(repo)
+        """Create the repository (private unless `private=False`), commit every file at once, set topics."""
+        created = self._create_repository(repo, private=private)
         owner, name = created["owner"]["login"], created["name"]
         branch = created.get("default_branch") or "main"
         head = self._request("GET", f"/repos/{owner}/{name}/git/ref/heads/{branch}", retry=REF_READY_RETRY)
@@ -167,7 +168,7 @@ class GitHubPublisher:
             topics_error=topics_error,
         )
 
-    def _create_repository(self, repo: GitHubRepoContent) -> Any:
+    def _create_repository(self, repo: GitHubRepoContent, *, private: bool) -> Any:
         description = repo.description if len(repo.description) <= 350 else repo.description[:347] + "..."
         for attempt in range(1, self._name_attempts + 1):
             name = repo.repo_name if attempt == 1 else f"{repo.repo_name[:56]}-{attempt}"
@@ -177,7 +178,7 @@ class GitHubPublisher:
                 return self._request(
                     "POST",
                     "/user/repos",
-                    json={"name": name, "description": description, "private": False, "auto_init": True},
+                    json={"name": name, "description": description, "private": private, "auto_init": True},
                 )
             except PublishError as exc:
                 if not exc.name_taken:

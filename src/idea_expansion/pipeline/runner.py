@@ -33,10 +33,25 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from .._exceptions import APIError, IdeaExpansionError, InvalidRequestError, NotFoundError, PipelineError
+from .._exceptions import (
+    APIError,
+    ConnectionError,
+    IdeaExpansionError,
+    InvalidRequestError,
+    NotFoundError,
+    PipelineError,
+    TimeoutError,
+)
 from ..types import Execution, ExecutionStatus, Idea, Output, OutputFormat, Provider, Stage
 from ..types.content import parse_content
-from ..types.expansions import STALE_AFTER, Evaluation, ExpansionOutcome, ExpansionResult, ExpansionStarted
+from ..types.expansions import (
+    STALE_AFTER,
+    DeliveryStep,
+    Evaluation,
+    ExpansionOutcome,
+    ExpansionResult,
+    ExpansionStarted,
+)
 from ..types.ids import IdLike
 from .content import (
     BlogDraft,
@@ -308,6 +323,8 @@ class Pipeline:
                     self._execute(claimed, None)
                 except PipelineError as exc:
                     log.warning("execution %s failed at %s: %s", exc.execution_id, exc.stage, exc)
+                except Exception:  # a run must never take its worker thread down with it
+                    log.exception("execution %s ended with an unexpected error", claimed.execution.id)
 
         threads = [threading.Thread(target=loop, args=(i,), name=f"expansion-worker-{i}") for i in range(concurrency)]
         for thread in threads:
@@ -336,9 +353,12 @@ class Pipeline:
         if isinstance(content, GitHubRepoContent):
             if output.published:
                 return output
-            published = self._publisher(output.user_id).publish(content)
+            execution = self._client.executions.get(output.execution_id)
+            published = self._publisher(output.user_id).publish(content, private=not execution.make_public)
             recorded = self._record_publication(output.execution_id, published)
-            return recorded.output or self._client.outputs.get(output.id)
+            if recorded is None or recorded.output is None:
+                raise PublishError(f"published at {published.url}, but recording it failed; see the log")
+            return recorded.output
         for stored, draft in _images_of(content):
             try:
                 self._client.storage.download(stored.storage_path)
@@ -395,7 +415,7 @@ class Pipeline:
             assert not isinstance(content, ImageDraft), "the image stage turns an image draft into content"
             stage = Stage.PERSIST
             self._enter(run, stage, on_progress)
-            finished = self._client.expansions.finish(execution.id, self._outcome(run, content))
+            finished = self._finish(execution.id, self._outcome(run, content))
         except Exception as exc:  # every failure is recorded; the caller gets a PipelineError
             message = _describe(exc)
             self._fail(execution, run, stage, message)
@@ -403,6 +423,16 @@ class Pipeline:
                 f"expansion {execution.id} failed at {stage}: {message}", execution_id=execution.id, stage=stage
             ) from exc
         return self._deliver(run, finished, on_progress)
+
+    def _finish(self, execution_id: uuid.UUID, outcome: ExpansionOutcome) -> ExpansionResult:
+        """`finish`, asked once more when its answer is lost: the capture may have committed, and the
+        database answers a repeated finish with the same status by returning what it stored, so a charged
+        run is never reported failed (nor left undelivered) for a dropped connection."""
+        try:
+            return self._client.expansions.finish(execution_id, outcome)
+        except (ConnectionError, TimeoutError) as exc:
+            log.warning("finishing %s: %s; asking again", execution_id, exc)
+            return self._client.expansions.finish(execution_id, outcome)
 
     def _enter(self, run: _Run, stage: Stage, on_progress: ProgressCallback | None) -> None:
         # start/claim put the run in `select` with a fresh heartbeat; later stages only beat when due.
@@ -509,38 +539,58 @@ class Pipeline:
 
     # -- after the capture ------------------------------------------------------------------------------
     def _deliver(self, run: _Run, finished: ExpansionResult, on_progress: ProgressCallback | None) -> ExpansionResult:
-        """The user-visible side effects, now that the credit is captured. A failure makes the run partial."""
+        """The user-visible side effects, now that the credit is captured. A failure makes the run partial;
+        nothing raised here can undo the capture or take a worker down."""
         result = finished
-        execution_id = run.execution.id
+        execution = run.execution
         for path, data in run.uploads:
             try:
                 self._client.storage.upload(path, data, content_type="image/png", upsert=True)
             except Exception as exc:
                 result = self._record_failure(result, "image", f"storing {path} failed: {_describe(exc)}")
         content = finished.content()
-        if run.github_token is not None and isinstance(content, GitHubRepoContent):
-            try:
-                if on_progress is not None:
-                    on_progress(Stage.PUBLISH, execution_id)
-                published = GitHubPublisher(run.github_token, http_client=self.github_http, base_url=self._github_api)
-                result = self._record_publication(execution_id, published.publish(content))
-            except Exception as exc:
-                if isinstance(exc, PublishError) and exc.status == 401:
-                    self._client.credentials.mark_validated(Provider.GITHUB, False, user_id=run.execution.user_id)
-                result = self._record_failure(result, "publish", f"publishing to GitHub failed: {_describe(exc)}")
-        return result
+        if run.github_token is None or not isinstance(content, GitHubRepoContent):
+            return result
+        publisher = GitHubPublisher(run.github_token, http_client=self.github_http, base_url=self._github_api)
+        try:
+            if on_progress is not None:
+                on_progress(Stage.PUBLISH, execution.id)
+            published = publisher.publish(content, private=not execution.make_public)
+        except Exception as exc:
+            if isinstance(exc, PublishError) and exc.status == 401:
+                self._invalidate_github_token(execution.user_id)
+            return self._record_failure(result, "publish", f"publishing to GitHub failed: {_describe(exc)}")
+        # Pushed: from here on only the record can fail, and a failed record must never lead to a second push.
+        return self._record_publication(execution.id, published) or result
 
-    def _record_failure(self, result: ExpansionResult, step: Any, message: str) -> ExpansionResult:
+    def _record_failure(self, result: ExpansionResult, step: DeliveryStep, message: str) -> ExpansionResult:
         try:
             return self._client.expansions.record_delivery(result.execution.id, step, error_message=message)
-        except IdeaExpansionError as exc:
+        except Exception as exc:
             log.error("could not record the failed %s delivery of %s (%s): %s", step, result.execution.id, message, exc)
             return result
 
-    def _record_publication(self, execution_id: uuid.UUID, published: PublishResult) -> ExpansionResult:
-        return self._client.expansions.record_delivery(
-            execution_id, "publish", publication_url=published.url, publication_metadata=published.metadata()
-        )
+    def _record_publication(self, execution_id: uuid.UUID, published: PublishResult) -> ExpansionResult | None:
+        for attempt in (1, 2):
+            try:
+                return self._client.expansions.record_delivery(
+                    execution_id, "publish", publication_url=published.url, publication_metadata=published.metadata()
+                )
+            except Exception as exc:
+                log.error(
+                    "could not record that %s was published at %s (try %d): %s",
+                    execution_id,
+                    published.url,
+                    attempt,
+                    exc,
+                )
+        return None
+
+    def _invalidate_github_token(self, user_id: uuid.UUID) -> None:
+        try:
+            self._client.credentials.mark_validated(Provider.GITHUB, False, user_id=user_id)
+        except Exception as exc:
+            log.error("could not mark the GitHub token of %s invalid: %s", user_id, exc)
 
     def _publisher(self, user_id: uuid.UUID) -> GitHubPublisher:
         try:

@@ -57,7 +57,7 @@ class ExpansionStart(_Params):
     enqueue: bool = False
     """Queue it for the workers instead of running it now."""
     public: bool = False
-    """Publish a resulting blog post to everyone; posts are private by default."""
+    """Make what the run publishes (a blog post, a GitHub repository) public; private by default."""
 
 
 class Evaluation(_Params):

@@ -146,8 +146,9 @@ class Execution(Row):
     """The worker that claimed a queued run."""
     heartbeat_at: AwareDatetime | None
     """Last sign of life; running runs without one for too long are reaped."""
-    post_public: bool
-    """Whether a blog post from this run is public (private unless the caller asked; fixed at start)."""
+    make_public: bool
+    """Whether what the run publishes (a blog post, a GitHub repository) is public; private unless the
+    caller asked (fixed at start)."""
 
 
 class Output(Row):
