@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from ..backends._base import Backend
     from ..backends.storage import StorageBackend
     from ..crypto import Encryptor
-    from .credentials import Credentials
 
 
 class ClientContext(Protocol):
@@ -32,9 +31,6 @@ class ClientContext(Protocol):
 
     @property
     def encryptor(self) -> Encryptor: ...
-
-    @property
-    def credentials(self) -> Credentials: ...
 
 
 M = TypeVar("M", bound=BaseModel)

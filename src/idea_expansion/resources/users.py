@@ -10,6 +10,7 @@ from ..types import GitHubSignIn, Provider, User, UserCreate, UserUpdate
 from ..types.ids import IdLike, parse_id
 from ..types.params import parse_params
 from ._base import Resource
+from .credentials import Credentials
 
 
 class Users(Resource):
@@ -41,7 +42,7 @@ class Users(Resource):
         if timezone is not None:  # an existing user's chosen time zone stays unless one is given
             row["timezone"] = params.timezone
         user = self._one(User, Insert("users", [row], on_conflict=("email",)), "user")
-        self._client.credentials.set(Provider.GITHUB, params.access_token, user_id=user.id, _encryptor=encryptor)
+        Credentials(self._client).set(Provider.GITHUB, params.access_token, user_id=user.id, _encryptor=encryptor)
         return user
 
     def create(self, *, email: str, name: str | None = None, timezone: str = "UTC") -> User:
