@@ -228,6 +228,13 @@ def test_everyday_commands(cli_db: str) -> None:
     no_user = run("expand", "--db-url", cli_db)
     assert no_user.exit_code == 1
     assert "say whose idea to expand" in no_user.output
+    # blog posts are private unless --public
+    for title, flags, public in [("Private by default", [], False), ("Public on request", ["--public"], True)]:
+        ok("ideas", "add", title, "-u", email, "--db-url", cli_db)
+        ok("expand", "-u", email, "-f", "blog_post", *flags, "--db-url", cli_db)
+        with psycopg.connect(cli_db) as conn:
+            row = conn.execute("select is_public from public.blog_posts where title = %s", (title,)).fetchone()
+        assert row == (public,), title
 
 
 def test_reports_as_table_json_and_csv(cli_db: str) -> None:

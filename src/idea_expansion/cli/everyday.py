@@ -78,7 +78,7 @@ def expand_command(
         str | None, typer.Option("--provider", "-p", help="offline, openai, anthropic, or a fallback list.")
     ] = None,
     public: Annotated[
-        bool, typer.Option("--public", help="Publish a resulting blog post to everyone (private by default).")
+        bool, typer.Option("--public", help="Make a resulting blog post or repository public (private by default).")
     ] = False,
     db_url: DbUrl = None,
 ) -> None:
