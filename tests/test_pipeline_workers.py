@@ -22,9 +22,9 @@ from idea_expansion.pipeline import OfflineProvider, Pipeline
 from ._db import Db
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def database_url(fresh_database, project: SupabaseProject) -> str:  # type: ignore[no-untyped-def]
-    """A database of their own: worker processes claim every queued run they can see."""
+    """A database of its own for each test: worker processes claim every queued run they can see."""
     url: str = fresh_database()
     import psycopg
 
@@ -33,14 +33,14 @@ def database_url(fresh_database, project: SupabaseProject) -> str:  # type: igno
     return url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def db(database_url: str):  # type: ignore[no-untyped-def]
     handle = Db(database_url)
     yield handle
     handle.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def client(database_url: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     settings = Settings(_env_file=None, DATABASE_URL=database_url)  # type: ignore[call-arg]
     with IdeaExpansion(settings=settings, backend="postgres", storage_dir=tmp_path_factory.mktemp("storage")) as sdk:

@@ -70,8 +70,10 @@ def demo_command(
             url = conn.info.dsn
         console.print(f"{len(result.applied)} migrations applied; seeded the admin with 100 credits.")
 
-        with IdeaExpansion(settings=settings, backend="postgres", database_url=url) as client:
-            pipeline = Pipeline(client, provider=OfflineProvider())
+        with (
+            IdeaExpansion(settings=settings, backend="postgres", database_url=url) as client,
+            Pipeline(client, provider=OfflineProvider()) as pipeline,
+        ):
             console.print(Rule("2. A user and three ideas"))
             user = client.users.create(email=DEMO_EMAIL, name="Demo User")
             console.print(f"{user.email} signed up: {client.credits.balance(user.id).total_remaining} free credits.")
