@@ -35,15 +35,13 @@ DeliveryStep = Literal["image", "publish"]
 STALE_AFTER = timedelta(minutes=15)
 
 
-class _Params(BaseModel):
+class _Model(BaseModel):
+    """Parameters and results alike: immutable, and unknown fields are errors."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class ExpansionStart(_Params):
+class ExpansionStart(_Model):
     """What a run is asked for; fixed when it starts."""
 
     user_id: UUID
@@ -60,7 +58,7 @@ class ExpansionStart(_Params):
     """Make what the run publishes (a blog post, a GitHub repository) public; private by default."""
 
 
-class Evaluation(_Params):
+class Evaluation(_Model):
     """The judge's verdict on the run's idea."""
 
     score: int = Field(ge=0, le=100)
@@ -69,7 +67,7 @@ class Evaluation(_Params):
     """Why."""
 
 
-class ExpansionOutcome(_Params):
+class ExpansionOutcome(_Model):
     """How a running run ends: everything `finish` records, in one transaction."""
 
     status: FinishStatus
@@ -121,7 +119,7 @@ class ExpansionOutcome(_Params):
         }
 
 
-class ExpansionStarted(_Result):
+class ExpansionStarted(_Model):
     """A run that `start` or `claim` handed over: the execution and its fixed idea."""
 
     created: bool
@@ -132,7 +130,7 @@ class ExpansionStarted(_Result):
     """The idea it expands (None only for an existing run whose idea was since deleted)."""
 
 
-class ExpansionResult(_Result):
+class ExpansionResult(_Model):
     """A run after `finish` (or a delivery): the execution and what it produced."""
 
     execution: Execution
@@ -157,7 +155,7 @@ class ExpansionResult(_Result):
         return None if self.output is None else parse_content(self.output.format, self.output.content)
 
 
-class ExpansionStatus(_Result):
+class ExpansionStatus(_Model):
     """Where a run is, in one call (a user client sees only its own runs)."""
 
     execution: Execution
