@@ -63,11 +63,12 @@ def test_new_user_gets_exactly_one_usage_row_with_five_free(db: Db) -> None:
 
 
 def insert_auth_user(db: Db, user_id: uuid.UUID, email: str | None, meta: dict[str, str]) -> None:
-    """What Supabase Auth (GoTrue, as supabase_auth_admin) does when someone signs in with GitHub."""
+    """What Supabase Auth (GoTrue, as supabase_auth_admin) does when someone signs in with GitHub with a
+    verified address: the row arrives confirmed (unconfirmed sign-ups: tests/test_identity.py)."""
     with db.request("supabase_auth_admin") as conn:
         conn.execute(
-            "insert into auth.users (id, aud, role, email, raw_user_meta_data, created_at, updated_at) "
-            "values (%s, 'authenticated', 'authenticated', %s, %s, now(), now())",
+            "insert into auth.users (id, aud, role, email, email_confirmed_at, raw_user_meta_data, created_at, "
+            "updated_at) values (%s, 'authenticated', 'authenticated', %s, now(), %s, now(), now())",
             (user_id, email, json.dumps(meta)),
         )
 
@@ -106,7 +107,8 @@ def test_auth_user_without_email_gets_no_profile(db: Db) -> None:
 
 def test_auth_sign_up_cannot_take_over_an_existing_email(db: Db) -> None:
     email = f"taken-{uuid.uuid4().hex[:8]}@example.test"
-    existing = db.create_user(email)
+    existing = uuid.uuid4()  # a profile of another auth identity (one the service created is linked instead)
+    insert_auth_user(db, existing, email, {})
     intruder = uuid.uuid4()
     with pytest.raises(psycopg.Error) as refused:
         insert_auth_user(db, intruder, email, {})

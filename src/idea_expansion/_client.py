@@ -13,7 +13,7 @@ import httpx
 from supabase import Client as SupabaseClient
 
 from ._exceptions import ConfigurationError
-from ._jwt import user_id_from_token
+from ._jwt import JwksKeys, jwks_url_for, read_user_id, verify_user_token
 from ._settings import Settings
 from .backends._base import Backend, Scope
 from .backends.postgres import PostgresBackend
@@ -49,6 +49,16 @@ class _Shared:
         current = parse_key(self.settings.require("encryption_key"))
         older = [parse_key(k, name="ENCRYPTION_KEYS_OLD") for k in self.settings.older_encryption_keys()]
         return Encryptor(current, older)
+
+    @functools.cached_property
+    def jwks(self) -> JwksKeys | None:
+        """The project's public signing keys (SUPABASE_JWKS, else fetched from SUPABASE_JWKS_URL or the
+        SUPABASE_URL default, and cached); None when none is configured."""
+        settings = self.settings
+        if settings.supabase_jwks:
+            return JwksKeys(document=settings.supabase_jwks)
+        url = settings.supabase_jwks_url or (jwks_url_for(settings.supabase_url) if settings.supabase_url else None)
+        return JwksKeys(url=url) if url else None
 
 
 class IdeaExpansion:
@@ -113,11 +123,24 @@ class IdeaExpansion:
         return self._view(Scope("authenticated", user_id=parse_id(user_id, "user id")))
 
     def for_access_token(self, access_token: str) -> IdeaExpansion:
-        """A client acting as the holder of a Supabase Auth access token. On direct Postgres the token
-        is verified with SUPABASE_JWT_SECRET, since no API stands in between to verify it."""
+        """A client acting as the holder of a Supabase Auth access token.
+
+        Through the Supabase API the token is passed on and the API verifies it. On direct Postgres
+        nothing stands in between, so it is verified here: legacy HS256 tokens with SUPABASE_JWT_SECRET,
+        ES256/RS256 tokens (Supabase's asymmetric signing keys) with the project's JWKS (SUPABASE_JWKS,
+        else fetched from SUPABASE_JWKS_URL, by default `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`).
+
+        Raises:
+            AuthenticationError: the token is malformed, forged, expired or not a user's.
+            ConfigurationError: direct Postgres with no JWT secret and no JWKS to verify it with.
+        """
         direct = isinstance(self.backend, PostgresBackend)
-        secret = self.settings.require("supabase_jwt_secret") if direct else None
-        user_id: UUID = user_id_from_token(access_token, secret=secret)
+        user_id: UUID
+        if direct:
+            secret = _secret(self.settings.supabase_jwt_secret) or None  # an empty secret verifies nothing
+            user_id = verify_user_token(access_token, secret=secret, jwks=self._shared.jwks)
+        else:
+            user_id = read_user_id(access_token)
         return self._view(Scope("authenticated", user_id=user_id, access_token=None if direct else access_token))
 
     def anonymous(self) -> IdeaExpansion:

@@ -41,6 +41,7 @@ __all__ = [
     "PipelineError",
     "StorageError",
     "TimeoutError",
+    "auth_error",
     "error_from_code",
 ]
 
@@ -200,3 +201,28 @@ def error_from_code(
             status_code = None
         cls = PermissionDeniedError if code == "Unauthorized" else _STORAGE_STATUS.get(status_code or 0, StorageError)
     return (cls or APIError)(message, code=code, details=details, hint=hint, raw=raw)
+
+
+# Supabase Auth's error codes, as the codes the rest of the SDK maps (so a taken address is the same
+# ConflictError, code 23505, on both backends); then its HTTP statuses, for codes not listed.
+_AUTH_CODES = {
+    "email_exists": "23505",
+    "user_already_exists": "23505",
+    "phone_exists": "23505",
+    "email_address_invalid": "22023",
+    "validation_failed": "22023",
+    "user_not_found": "PT404",
+    "not_admin": "42501",
+    "no_authorization": "PGRST301",
+    "bad_jwt": "PGRST301",
+}
+_AUTH_STATUS = {400: "22023", 401: "PGRST301", 403: "42501", 404: "PT404", 409: "23505", 422: "22023"}
+
+
+def auth_error(code: str | None, message: str, *, status: int | None = None) -> APIError:
+    """The `APIError` for a Supabase Auth failure: its code (or, failing that, its HTTP status) read as
+    the code the database would have raised, then mapped by `error_from_code`."""
+    mapped = _AUTH_CODES.get(str(code)) or _AUTH_STATUS.get(status or 0)
+    return error_from_code(
+        mapped, message, details=f"Supabase Auth: {code or status}", raw={"code": code, "status": status}
+    )

@@ -51,7 +51,14 @@ class Settings(BaseSettings):
     """The anon (public) key."""
 
     supabase_jwt_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET"))
-    """The project's JWT secret, used to mint short-lived user tokens."""
+    """The project's legacy JWT secret: mints short-lived user tokens, and verifies HS256 access tokens."""
+
+    supabase_jwks_url: str | None = Field(default=None, validation_alias=AliasChoices("SUPABASE_JWKS_URL"))
+    """Where the project's public signing keys are published (a JWKS). Direct Postgres verifies Supabase Auth's
+    ES256/RS256 access tokens with them; default: `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`."""
+
+    supabase_jwks: str | None = Field(default=None, validation_alias=AliasChoices("SUPABASE_JWKS"))
+    """The JWKS document itself (JSON), instead of fetching it from SUPABASE_JWKS_URL (offline setups, tests)."""
 
     encryption_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ENCRYPTION_KEY"))
     """64 hex characters (32 bytes): the AES-256-GCM key for stored credentials."""

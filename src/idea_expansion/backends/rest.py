@@ -18,12 +18,14 @@ import httpx
 from postgrest.exceptions import APIError as PostgrestAPIError
 from storage3.exceptions import StorageApiError
 from supabase import Client, ClientOptions, create_client
+from supabase_auth.errors import AuthError, AuthRetryableError
 
 from .._exceptions import (
     ConfigurationError,
     ConnectionError,
     InvalidRequestError,
     TimeoutError,
+    auth_error,
     error_from_code,
 )
 from .._jwt import mint_user_token
@@ -138,6 +140,23 @@ class RestBackend:
             return None
         return data
 
+    # -- Supabase Auth (admin API, service-role key) ------------------------------------------------
+    def create_auth_user(self, email: str, *, name: str | None = None) -> uuid.UUID:
+        """Create a Supabase Auth user whose address the service vouches for (`email_confirm`), and
+        return its id. The database's auth.users trigger creates the profile under that same id.
+
+        Raises:
+            ConflictError: Supabase Auth already holds this address (code 23505, as on direct Postgres).
+        """
+        metadata = {"name": name} if name else {}
+        attributes: Any = {"email": email, "email_confirm": True, "user_metadata": metadata}
+        response = self._call(lambda: self._service.auth.admin.create_user(attributes))
+        return uuid.UUID(str(response.user.id))
+
+    def delete_auth_user(self, user_id: uuid.UUID) -> None:
+        """Delete a Supabase Auth user (the auth.users trigger deletes its profile and what it owns)."""
+        self._call(lambda: self._service.auth.admin.delete_user(str(user_id)))
+
     def storage_call(self, scope: Scope, bucket: str, operation: Callable[[Any], T]) -> T:
         """Run a storage3 operation on `bucket` as `scope`, mapping Storage errors."""
         bucket_api = self.client_for(scope).storage.from_(bucket)
@@ -154,6 +173,12 @@ class RestBackend:
             ) from None
         except StorageApiError as exc:
             raise error_from_code(exc.code, exc.message, status=exc.status, raw=exc.to_dict()) from None
+        except AuthRetryableError as exc:
+            if isinstance(exc.__cause__, httpx.TimeoutException):
+                raise TimeoutError(f"Supabase Auth did not answer in time: {exc.message}") from None
+            raise ConnectionError(f"cannot reach Supabase Auth: {exc.message}") from None
+        except AuthError as exc:
+            raise auth_error(exc.code, exc.message, status=getattr(exc, "status", None)) from None
         except httpx.TimeoutException as exc:
             raise TimeoutError(f"the Supabase API did not answer in time: {exc}") from None
         except httpx.TransportError as exc:

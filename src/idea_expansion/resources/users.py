@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
 
-from .._exceptions import NotFoundError
+from .._exceptions import ConflictError, IdeaExpansionError, NotFoundError, PermissionDeniedError
 from ..backends._base import Delete, Eq, Insert, Select, Update
 from ..types import GitHubSignIn, Provider, User, UserCreate, UserUpdate
 from ..types.ids import IdLike, parse_id
 from ..types.params import parse_params
-from ._base import Resource
+from ._base import Resource, to_model
 from .credentials import Credentials
 
 
+@runtime_checkable
+class AuthAdmin(Protocol):
+    """A backend fronted by Supabase Auth (REST): people are created there first, so that their profile
+    id is their auth id. Direct Postgres has no auth server: the database assigns the profile id, and the
+    auth.users trigger links that profile when the person later confirms the address in Supabase Auth."""
+
+    def create_auth_user(self, email: str, *, name: str | None = None) -> UUID: ...
+
+    def delete_auth_user(self, user_id: UUID) -> None: ...
+
+
 class Users(Resource):
-    """Profiles (`public.users`). Users read and rename themselves; creation and deletion are the service's."""
+    """Profiles (`public.users`). Users read and rename themselves; creation and deletion are the service's.
+
+    A profile belongs to a confirmed e-mail address: Supabase Auth users get theirs (by the auth.users
+    trigger) only once they confirm it, and the one person behind an address has one id. On REST the
+    service creates people in Supabase Auth (admin API, address confirmed by the service), so the profile
+    id is the auth id from the start; on direct Postgres the profile gets its own id, which becomes the
+    auth id when the same address is later confirmed in Supabase Auth (everything the profile owns
+    follows, except stored credentials, which are sealed to the old id and must be stored again).
+    """
 
     def sign_in_with_github(
         self,
@@ -29,6 +50,15 @@ class Users(Resource):
         (and time zone, when given) later, and store the GitHub token encrypted in `credentials`.
         Service client only.
 
+        `email` must be an address GitHub reports as verified for this account: the sign-in reaches the
+        profile of that address, which belongs to whoever confirmed it. The profile of an address is
+        found by e-mail; profiles exist only for confirmed addresses (an unconfirmed Supabase Auth
+        sign-up holds none), so nothing is ever merged into an identity that did not prove the address.
+        A new person is created as `create` creates them: on REST in Supabase Auth first (the profile id
+        is the auth id); on direct Postgres with an id of their own, linked when the address is later
+        confirmed in Supabase Auth. If Supabase Auth already holds the address without a profile (an
+        unconfirmed sign-up), the sign-in makes the profile, and that address's confirmation links it.
+
         Raises:
             InvalidRequestError: a malformed e-mail address or an unknown time zone.
             ConfigurationError: ENCRYPTION_KEY is missing.
@@ -38,6 +68,11 @@ class Users(Resource):
             GitHubSignIn, email=email, login=login, access_token=access_token, name=name, timezone=timezone or "UTC"
         )
         encryptor = self._client.encryptor  # fail on a missing key before writing anything
+        auth = self._auth_admin()
+        if auth is not None and not self._rows(Select("users", [Eq("email", params.email)], columns=("id",))):
+            # Held by an unconfirmed sign-up (ConflictError): the profile below is the address's, not theirs.
+            with contextlib.suppress(ConflictError):
+                auth.create_auth_user(params.email, name=params.name or params.login)
         row: dict[str, Any] = {"email": params.email, "name": params.name or params.login}
         if timezone is not None:  # an existing user's chosen time zone stays unless one is given
             row["timezone"] = params.timezone
@@ -46,13 +81,47 @@ class Users(Resource):
         return user
 
     def create(self, *, email: str, name: str | None = None, timezone: str = "UTC") -> User:
-        """Create a user (service client). The database creates their usage row with 5 free credits.
+        """Create a user (service client), whose e-mail address the service vouches for. The database
+        creates their usage row with 5 free credits.
+
+        On REST the user is created in Supabase Auth (admin API, address confirmed), and the profile
+        the database makes for them has their auth id. On direct Postgres the profile gets an id of its
+        own, which becomes the auth id if the person later confirms the same address in Supabase Auth.
 
         Raises:
-            ConflictError: the e-mail address is taken.
+            ConflictError: the e-mail address is taken (code 23505 on both backends).
+            PermissionDeniedError: called from a user client.
         """
         params = parse_params(UserCreate, email=email, name=name, timezone=timezone)
-        return self._one(User, Insert("users", [params.model_dump()]), "user")
+        auth = self._auth_admin()
+        if auth is None:
+            return self._one(User, Insert("users", [params.model_dump()]), "user")
+        user_id = auth.create_auth_user(params.email, name=params.name)
+        try:
+            values = {"name": params.name, "timezone": params.timezone}
+            rows = self._rows(Update("users", values, [Eq("id", user_id)]))
+            if not rows:
+                raise NotFoundError(
+                    f"Supabase Auth created user {user_id}, but the database made no profile for it: are the "
+                    "migrations applied (the auth.users trigger creates profiles)?",
+                    code="PGRST116",
+                )
+            return to_model(User, rows[0])
+        except BaseException as exc:
+            try:  # no person half-created: the auth user goes, and its profile with it
+                auth.delete_auth_user(user_id)
+            except IdeaExpansionError as cleanup:
+                exc.add_note(f"the Supabase Auth user {user_id} could not be deleted: {cleanup}")
+            raise
+
+    def _auth_admin(self) -> AuthAdmin | None:
+        """The backend's Supabase Auth admin API, if it has one; only the service client may use it."""
+        backend = self._client.backend
+        if not isinstance(backend, AuthAdmin):
+            return None
+        if self._scope.role != "service_role":
+            raise PermissionDeniedError("only the service client creates users", code="42501")
+        return backend
 
     def get(self, user_id: IdLike) -> User:
         """A user by id. Raises `NotFoundError` (also for another user's id on a user client)."""
@@ -75,6 +144,20 @@ class Users(Resource):
         return self._one(User, Update("users", values, [Eq("id", parse_id(user_id, "user id"))]), "user")
 
     def delete(self, user_id: IdLike) -> None:
-        """Delete a user and everything they own (service client)."""
-        if not self._rows(Delete("users", [Eq("id", parse_id(user_id, "user id"))])):
+        """Delete a user and everything they own (service client).
+
+        Their payment receipts and charged credits stay, anonymised, for the books: the database moves
+        them to a fresh random id that names no one. A later sign-up with the same e-mail address gets
+        back only the free credits this account had left, never a new 5.
+        """
+        uid = parse_id(user_id, "user id")
+        auth = self._auth_admin()
+        in_auth = False
+        if auth is not None:  # REST: the Auth user goes first (its trigger deletes the profile), so the
+            try:  # address is free for a later create instead of stuck on email_exists
+                auth.delete_auth_user(uid)
+                in_auth = True
+            except NotFoundError:  # a profile without an Auth identity
+                pass
+        if not self._rows(Delete("users", [Eq("id", uid)])) and not in_auth:
             raise NotFoundError("user not found", code="PGRST116")
