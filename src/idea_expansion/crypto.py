@@ -10,12 +10,16 @@ Format (version 2, what `encrypt` writes): JSON text
 
 The original app's format (`{"ciphertext","iv","authTag"}`, hex, 16-byte IV, no AAD) is still read, so
 existing rows migrate: decrypt them, then `rotate()` re-encrypts them as version 2.
+
+Stored values are user-writable text (a user may put anything in their own row), so reading one never
+raises anything but `DecryptionError`, whatever its shape or size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +36,10 @@ __all__ = ["Encryptor", "generate_key", "key_id", "open_sealed", "seal"]
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _LEGACY_IV_BYTES = 16
+# The column holds at most 16384 characters; anything much longer is not an envelope we wrote.
+_MAX_ENVELOPE_CHARS = 65536
+_SHORT = reprlib.Repr()  # for naming a bad value in an error: bounded in depth and length
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 2, 24, 24, 3, 3
 _KEY_HINT = 'generate one with: python -c "import secrets; print(secrets.token_hex(32))"'
 
 
@@ -115,7 +123,8 @@ class Encryptor:
         """Decrypt a stored value (version 2 or the original app's format).
 
         Raises:
-            DecryptionError: tampered, moved to another user/provider, malformed, or unknown key.
+            DecryptionError: tampered, moved to another user/provider, malformed (of any shape or size,
+                never another exception), or under a key that is not configured.
         """
         data = _parse(envelope)
         if "v" in data:
@@ -123,24 +132,31 @@ class Encryptor:
         return self._decrypt_legacy(data)
 
     def needs_rotation(self, envelope: str) -> bool:
-        """True when a stored value is legacy or under an older key."""
+        """True when a stored value is legacy or under an older key.
+
+        Raises:
+            DecryptionError: the value is not a JSON object at all.
+        """
         data = _parse(envelope)
         return data.get("v") != 2 or data.get("kid") != self._current.id
 
     def _decrypt_v2(self, data: dict[str, Any], *, user_id: UUID | str, provider: str) -> str:
-        if data.get("v") != 2:
-            raise DecryptionError(f"unsupported credential format version {data.get('v')!r}")
-        key = self._keys.get(str(data.get("kid")))
+        version, kid = data.get("v"), data.get("kid")
+        if type(version) is not int or version != 2:
+            raise DecryptionError(f"unsupported credential format version {_SHORT.repr(version)}")
+        if not isinstance(kid, str):
+            raise DecryptionError("invalid encrypted data: kid is missing or not a string")
+        key = self._keys.get(kid)
         if key is None:
             raise DecryptionError(
-                f"credential was encrypted under key {data.get('kid')!r}, which is not configured "
+                f"credential was encrypted under key {_SHORT.repr(kid)}, which is not configured "
                 "(add the old key to ENCRYPTION_KEYS_OLD to read and rotate it)"
             )
         nonce, ct, tag = _hex(data, "iv"), _hex(data, "ct"), _hex(data, "tag")
         if len(nonce) != _NONCE_BYTES or len(tag) != _TAG_BYTES:
             raise DecryptionError("invalid encrypted data: wrong nonce or tag length")
         try:
-            return open_sealed(key.aead, nonce, ct, tag, _aad(user_id, provider)).decode("utf-8")
+            return _text(open_sealed(key.aead, nonce, ct, tag, _aad(user_id, provider)))
         except DecryptionError:
             raise DecryptionError(
                 "decryption failed: the data was tampered with, belongs to another user or provider, "
@@ -156,21 +172,35 @@ class Encryptor:
             raise DecryptionError("invalid encrypted data: the legacy format needs a 16-byte IV and a 16-byte tag")
         for key in self._legacy_order:
             try:
-                return open_sealed(key.aead, iv, ct, tag, None).decode("utf-8")
+                plaintext = open_sealed(key.aead, iv, ct, tag, None)
             except DecryptionError:
                 continue
+            return _text(plaintext)
         raise DecryptionError(
             "decryption failed: the data was tampered with or no configured key matches (legacy format)"
         )
 
 
-def _parse(envelope: str) -> dict[str, Any]:
+def _parse(envelope: object) -> dict[str, Any]:
+    """The envelope's JSON object. Anything else (not text, too long, nested too deep, not JSON, not an
+    object) is a `DecryptionError` that names the problem, never the value."""
+    if isinstance(envelope, bytes | bytearray | memoryview):
+        try:
+            envelope = bytes(envelope).decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecryptionError("invalid encrypted data: not UTF-8 text") from None
+    if not isinstance(envelope, str):
+        raise DecryptionError(f"invalid encrypted data: expected JSON text, got {type(envelope).__name__}")
+    if len(envelope) > _MAX_ENVELOPE_CHARS:
+        raise DecryptionError(f"invalid encrypted data: {len(envelope)} characters is too long for an envelope")
     try:
         data = json.loads(envelope)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise DecryptionError(
-            f"failed to parse encrypted data as JSON: {exc.msg if hasattr(exc, 'msg') else exc}"
-        ) from None
+    except json.JSONDecodeError as exc:
+        raise DecryptionError(f"failed to parse encrypted data as JSON: {exc.msg}") from None
+    except RecursionError:
+        raise DecryptionError("failed to parse encrypted data as JSON: nested too deeply") from None
+    except ValueError:  # e.g. a number longer than int() converts
+        raise DecryptionError("failed to parse encrypted data as JSON: a value is out of range") from None
     if not isinstance(data, dict):
         raise DecryptionError("invalid encrypted data: expected a JSON object")
     return data
@@ -179,8 +209,15 @@ def _parse(envelope: str) -> dict[str, Any]:
 def _hex(data: dict[str, Any], field: str) -> bytes:
     value = data.get(field)
     if not isinstance(value, str):
-        raise DecryptionError(f"invalid encrypted data: {field} is missing")
+        raise DecryptionError(f"invalid encrypted data: {field} is missing or not a string")
     try:
         return bytes.fromhex(value)
     except ValueError:
         raise DecryptionError(f"invalid encrypted data: {field} is not hex") from None
+
+
+def _text(plaintext: bytes) -> str:
+    try:
+        return plaintext.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecryptionError("decryption failed: the plaintext is not UTF-8 text") from None

@@ -10,8 +10,7 @@ from typing import Annotated
 import typer
 from rich.panel import Panel
 
-from ..backends._base import Eq, Select
-from ._common import DB_URL_HELP, command_errors, console, emit, fail, open_client, user_by_email
+from ._common import DB_URL_HELP, command_errors, console, emit, fail, literal, open_client, safe, user_by_email
 
 admin_app = typer.Typer(help="Credits and payments.", no_args_is_help=True)
 DbUrl = Annotated[str | None, typer.Option("--db-url", help=DB_URL_HELP)]
@@ -38,7 +37,10 @@ def grant_credits(
     email: Annotated[str, typer.Argument(help="The user's e-mail address.")],
     credits: Annotated[str, typer.Argument(help="Credits to grant: a positive whole number.")],
     amount: Annotated[str, typer.Argument(help="Amount paid in USD, e.g. 5.00.")],
-    reference: Annotated[str | None, typer.Argument(help="Buy Me a Coffee reference (granted once).")] = None,
+    reference: Annotated[
+        str,
+        typer.Argument(help="The payment's reference, e.g. Buy Me a Coffee's (granted once; case and blanks ignored)."),
+    ],
     notes: Annotated[str | None, typer.Argument(help="Notes for the receipt.")] = None,
     db_url: DbUrl = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -51,34 +53,32 @@ def grant_credits(
     with command_errors(), open_client(db_url) as client:
         console.print("💳 Processing credit grant...")
         console.print(
-            f"User Email:        {email}\nCredits to Grant:  {count}\nAmount:            ${paid}\n"
-            f"Reference:         {reference or '(none)'}"
+            f"User Email:        {safe(email)}\nCredits to Grant:  {count}\nAmount:            ${paid}\n"
+            f"Reference:         {safe(reference)}"
         )
         if not yes and not typer.confirm("Grant these credits?"):
             raise typer.Abort()
         console.print("\nStep 1: Looking up user...")
         user = user_by_email(client, email)
-        console.print(f"✅ User found: {user.name or user.email}")
+        console.print(f"✅ User found: {safe(user.name or user.email)}")
         console.print("\nStep 2: Getting current credits...")
         before = client.credits.balance(user.id)
         console.print(
             f"Current Credits:   {before.total_remaining} ({before.free_expansions_remaining} free, "
             f"{before.paid_credits_remaining} paid)"
         )
-        existing = None
-        if reference:
-            rows = client.backend.execute(
-                Select("payment_receipts", [Eq("bmc_reference", reference.strip())], columns=("id", "created_at")),
-                client.scope,
-            )
-            existing = rows[0] if rows else None
+        # The database compares references trimmed and case-insensitively; so does this check.
+        wanted = reference.strip().lower()
+        existing = next(
+            (r for r in client.credits.history(user.id) if (r.bmc_reference or "").strip().lower() == wanted), None
+        )
         console.print("\nStep 3: Creating payment receipt...")
         receipt = client.credits.grant(user.id, count, paid, reference, verified_by="admin-cli", notes=notes)
         console.print("\nStep 4: Verifying...")
         after = client.credits.balance(user.id)
         if existing is not None:
             console.print(
-                f"⚠️  Reference {reference} was already granted on {existing['created_at']:%Y-%m-%d}: "
+                f"⚠️  Reference {safe(reference)} was already granted on {existing.created_at:%Y-%m-%d}: "
                 "no credits were added this time."
             )
         else:
@@ -86,12 +86,12 @@ def grant_credits(
         title = "✨ Credits granted successfully!" if existing is None else "Nothing granted: reference already used"
         console.print(
             Panel(
-                f"User:              {user.email}\n"
+                f"User:              {safe(user.email)}\n"
                 f"Credits Added:     {0 if existing else count}\n"
                 f"Previous Total:    {before.total_remaining}\n"
                 f"New Total:         {after.total_remaining}\n"
                 f"Receipt ID:        {receipt.id}\n"
-                f"Reference:         {receipt.bmc_reference or '(none)'}",
+                f"Reference:         {safe(receipt.bmc_reference or '(none)')}",
                 title=title,
                 expand=False,
             )
@@ -113,14 +113,14 @@ def usage(
         console.print(
             Panel(
                 f"User ID:        {user.id}\n"
-                f"Name:           {user.name or '-'}\n"
+                f"Name:           {safe(user.name or '-')}\n"
                 f"Signed up:      {user.created_at:%Y-%m-%d}\n\n"
                 f"Free remaining: {balance.free_expansions_remaining}\n"
                 f"Paid remaining: {balance.paid_credits_remaining}\n"
                 f"Total remaining: {balance.total_remaining}\n\n"
                 f"Used in total:  {balance.total_expansions_used} ({balance.total_free_used} free, "
                 f"{balance.total_paid_used} paid)",
-                title=user.email,
+                title=literal(user.email),
                 expand=False,
             )
         )
@@ -164,3 +164,24 @@ def refund(
                 f"{result.credits_purchased - result.credits_removed} of the purchased credits had already "
                 "been spent (or were never granted), so they could not be taken back."
             )
+
+
+@admin_app.command("rotate-keys")
+def rotate_keys(db_url: DbUrl = None) -> None:
+    """Re-encrypt every stored credential under ENCRYPTION_KEY, reading older ones with the keys in
+    ENCRYPTION_KEYS_OLD. Prints how many were re-encrypted and the ids of any that could not be read;
+    exit code 1 if any could not (keep the old keys until then).
+
+    Example: idea-expansion admin rotate-keys --db-url postgresql://postgres@127.0.0.1:5432/postgres
+    """
+    with command_errors(), open_client(db_url) as client:
+        report = client.credentials.rotate()
+        console.print(f"[green]{report.rotated} credential(s) re-encrypted[/] under the current key.")
+        if report.failed:
+            for credential_id in report.failed:
+                console.print(f"  could not read credential {credential_id}")
+            fail(
+                f"{len(report.failed)} could not be read (malformed, tampered with, or under a key missing from "
+                "ENCRYPTION_KEYS_OLD): keep the old keys until they are fixed or deleted"
+            )
+        console.print("Every credential is under the current key: ENCRYPTION_KEYS_OLD can be removed.")

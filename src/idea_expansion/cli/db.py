@@ -28,7 +28,10 @@ from ._common import (
     database_url,
     emit,
     fail,
+    literal,
     open_client,
+    printable,
+    safe,
     user_by_email,
 )
 
@@ -161,7 +164,7 @@ def reset_data_command(
     with command_errors(), connect(db_url) as conn:
         _confirm(yes, f"Delete every user but {admin_email} and all ideas, runs and payments in {_target(conn)}?")
         reset_data(conn, admin_email=admin_email.lower())
-        console.print(f"[green]Data deleted[/]; kept {admin_email} with 100 credits.")
+        console.print(f"[green]Data deleted[/]; kept {safe(admin_email)} with 100 credits.")
         print_summary(conn)
 
 
@@ -202,7 +205,7 @@ def seed_admin_command(
             "where user_id = %s",
             (free, paid, row[0]),
         )
-        console.print(f"[green]{email.lower()}[/]: {free} free + {paid} paid = {free + paid} credits")
+        console.print(f"[green]{safe(email.lower())}[/]: {free} free + {paid} paid = {free + paid} credits")
 
 
 @db_app.command("backup")
@@ -210,7 +213,9 @@ def backup_command(
     file: Annotated[Path, typer.Argument(help="Where to write the backup (pg_dump custom format).")],
     db_url: DbUrl = None,
 ) -> None:
-    """Back up every row of every application table (plus auth.users and stored-file rows).
+    """Back up every row of every application table (plus auth.users and stored-file rows). The file is
+    private (mode 0600: it holds password hashes and credential ciphertexts); an existing file is
+    replaced by a new private one only once the dump is complete.
 
     Example: idea-expansion db backup backup-20260127.dump
     """
@@ -231,7 +236,9 @@ def restore_command(
     project_dir: ProjectDir = None,
     yes: Yes = False,
 ) -> None:
-    """Rebuild the database from the migrations and load a backup into it (replacing all data).
+    """Rebuild the database from the migrations and load a backup into it (replacing all data). The whole
+    file is read and test-loaded into a scratch database first: a truncated or corrupted backup is
+    refused and the database is left exactly as it was.
 
     Example: idea-expansion db restore backup-20260127.dump --db-url postgresql://postgres@127.0.0.1:5432/copy
     """
@@ -329,7 +336,7 @@ def clear(email: Email, db_url: DbUrl = None, yes: Yes = False) -> None:
     """
     with command_errors(), open_client(db_url) as client:
         user = user_by_email(client, email)
-        _confirm(yes, f"Delete all ideas, runs and outputs of {user.email}?")
+        _confirm(yes, f"Delete all ideas, runs and outputs of {printable(user.email)}?")
         with connect(db_url) as conn, conn.transaction():
             in_flight = conn.execute(
                 "select count(*) from public.executions where user_id = %s and status in ('queued', 'running') ",
@@ -342,7 +349,9 @@ def clear(email: Email, db_url: DbUrl = None, yes: Yes = False) -> None:
                 )
             runs = conn.execute("delete from public.executions where user_id = %s", (user.id,)).rowcount
             ideas = conn.execute("delete from public.ideas where user_id = %s", (user.id,)).rowcount
-        console.print(f"[green]Cleared {user.email}[/]: {ideas} ideas and {runs} runs (with their outputs) deleted")
+        console.print(
+            f"[green]Cleared {safe(user.email)}[/]: {ideas} ideas and {runs} runs (with their outputs) deleted"
+        )
 
 
 def print_summary(conn: psycopg.Connection[Any]) -> None:
@@ -361,5 +370,5 @@ def print_summary(conn: psycopg.Connection[Any]) -> None:
         "select u.email, t.free_expansions_remaining, t.paid_credits_remaining, t.total_expansions_used "
         "from public.users u join public.usage_tracking t on t.user_id = u.id order by u.created_at"
     ):
-        credits.add_row(email, str(free), str(paid), str(free + paid), str(used))
+        credits.add_row(literal(email), str(free), str(paid), str(free + paid), str(used))
     console.print(credits)

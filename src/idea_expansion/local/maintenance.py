@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import selectors
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .._exceptions import ConfigurationError, DatabaseSetupError
 from .compat import database_kind, read_sql
@@ -95,12 +99,14 @@ EXPECTED_FUNCTIONS = {
 EXPECTED_TRIGGERS = {
     ("public", "users", "users_set_updated_at"),
     ("public", "users", "users_create_usage"),
+    ("public", "users", "users_keep_financial_rows"),
     ("public", "ideas", "ideas_set_updated_at"),
     ("public", "ideas", "ideas_status_transition"),
     ("public", "ideas", "ideas_guard_delete_in_flight"),
     ("public", "ideas", "ideas_guard_archive_in_flight"),
     ("public", "executions", "executions_status_transition"),
     ("public", "credentials", "credentials_set_updated_at"),
+    ("public", "credentials", "credentials_guard_validation_status"),
     ("public", "blog_posts", "blog_posts_set_updated_at"),
     ("public", "usage_tracking", "usage_tracking_set_updated_at"),
     ("auth", "users", "on_auth_user_created"),
@@ -249,6 +255,7 @@ def reset_data(conn: psycopg.Connection[Any], *, admin_email: str, free: int = 5
         for table in ("executions", "ideas", "credentials", "payment_receipts", "credit_charges"):
             conn.execute(f"delete from public.{table}")  # names are constants
         conn.execute("delete from storage.objects where bucket_id = 'images'")
+        conn.execute("delete from private.deleted_accounts")  # what deleted addresses had left: data too
         row = conn.execute("select id from public.users where email = %s", (admin_email,)).fetchone()
         if row is None:
             row = conn.execute(
@@ -296,31 +303,60 @@ def foreign_key_report(conn: psycopg.Connection[Any]) -> list[tuple[str, str, st
 
 
 # -- backup and restore -----------------------------------------------------------------------------------
-_DATA = ("--table=public.*", "--table=auth.users", "--table=storage.objects")
+# private.deleted_accounts: what a re-signup with a deleted account's address starts with (money records).
+_DATA = ("--table=public.*", "--table=private.deleted_accounts", "--table=auth.users", "--table=storage.objects")
 
 
 def backup(url: str, path: Path) -> None:
     """Dump every row of the application's tables (and auth.users, storage.objects) to `path`
-    (pg_dump custom format). The schema is not in the file: it is the migrations'."""
+    (pg_dump custom format, compressed: each data block carries a checksum). The schema is not in the
+    file: it is the migrations'.
+
+    The file holds password hashes and credential ciphertexts, so it is private (mode 0600) from its
+    first byte: the dump is written to a new 0600 file beside `path` and renamed over it when complete.
+    A file already at `path` is replaced (whatever its permissions were), and kept if the dump fails.
+    """
+    if path.is_dir():
+        raise DatabaseSetupError(f"{path} is a directory; name the backup file to write")
     pg_dump = _tool("pg_dump", url)
-    _run(
-        [
-            pg_dump,
-            "--format=custom",
-            "--data-only",
-            "--no-owner",
-            "--no-privileges",
-            *_DATA,
-            f"--file={path}",
-            f"--dbname={url}",
-        ],
-        "pg_dump",
-    )
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)  # mode 0600
+    os.close(fd)
+    try:
+        _run(
+            [
+                pg_dump,
+                "--format=custom",
+                "--compress=6",
+                "--data-only",
+                "--no-owner",
+                "--no-privileges",
+                *_DATA,
+                f"--file={partial}",
+                f"--dbname={url}",
+            ],
+            "pg_dump",
+        )
+        os.chmod(partial, 0o600)
+        with open(partial, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
 
 
 def restore(conn: psycopg.Connection[Any], url: str, project: SupabaseProject, path: Path) -> None:
     """Rebuild the database from this checkout's migrations (no seed), then load the backup's rows.
-    Needs a superuser (triggers are disabled while loading, so nothing is created twice)."""
+    Needs a superuser (triggers are disabled while loading, so nothing is created twice) and an
+    autocommit `conn`.
+
+    Nothing is dropped or emptied until the whole archive has been read and verified: it must list
+    the data of every application table, every data block must read and decompress, and it must load
+    completely into a scratch database built from the same migrations (created beside the target and
+    dropped again). A truncated, corrupted or foreign file raises `DatabaseSetupError` and leaves the
+    database exactly as it was.
+    """
     if not path.is_file():
         raise DatabaseSetupError(f"no backup file at {path}")
     if database_kind(conn) == "supabase":
@@ -329,24 +365,116 @@ def restore(conn: psycopg.Connection[Any], url: str, project: SupabaseProject, p
             "restore Supabase projects from the dashboard (Database -> Backups)"
         )
     pg_restore = _tool("pg_restore", url)
-    # Read the archive before touching anything: a file that is not a backup must not cost the data.
-    _run([pg_restore, "--list", str(path)], "reading the backup")
+    try:
+        _verify_backup(conn, url, project, path, pg_restore)
+    except DatabaseSetupError as exc:
+        raise DatabaseSetupError(f"{exc}; nothing was changed") from None
     reset(conn, project, seed=False)
     conn.execute("delete from storage.objects")
-    _run(
-        [
-            pg_restore,
-            "--data-only",
-            "--disable-triggers",
-            "--single-transaction",
-            "--exit-on-error",
-            "--no-owner",
-            "--no-privileges",
-            f"--dbname={url}",
-            str(path),
-        ],
-        "pg_restore",
-    )
+    _run(_load_command(pg_restore, url, path), "pg_restore")
+
+
+def _load_command(pg_restore: str, url: str, path: Path) -> list[str]:
+    return [
+        pg_restore,
+        "--data-only",
+        "--disable-triggers",
+        "--single-transaction",
+        "--exit-on-error",
+        "--no-owner",
+        "--no-privileges",
+        f"--dbname={url}",
+        str(path),
+    ]
+
+
+_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ", re.MULTILINE)
+
+
+def _verify_backup(
+    conn: psycopg.Connection[Any], url: str, project: SupabaseProject, path: Path, pg_restore: str
+) -> None:
+    """Read the whole archive without touching the target. Cheapest checks first."""
+    # 1. The table of contents: readable, and naming the data of every table a backup holds. (A
+    #    damaged header can make pg_restore read an empty list, and then "restore" nothing.)
+    listing = _read_archive([pg_restore, "--list", str(path)], "reading the backup", keep=True)
+    present = {f"{schema}.{table}" for schema, table in _TABLE_DATA.findall(listing)}
+    expected = [f"public.{t}" for t in APP_TABLES] + ["auth.users", "storage.objects"]
+    missing = [t for t in expected if t not in present]
+    if missing:
+        raise DatabaseSetupError(
+            f"the backup has no data for {', '.join(missing)}: it is not a complete idea-expansion backup"
+        )
+    # 2. Every data block, read and decompressed (a truncated file ends early; zlib checks each block).
+    _read_archive([pg_restore, "--file=-", str(path)], "reading the backup")
+    # 3. A real load, in one transaction, into a scratch database made by the same migrations.
+    scratch = f"ie_restore_check_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(scratch)))
+    except psycopg.Error as exc:
+        raise DatabaseSetupError(
+            f"restore checks the backup in a scratch database first, and could not create one: "
+            f"{exc.diag.message_primary or exc}"
+        ) from None
+    try:
+        scratch_url = make_conninfo(url, dbname=scratch)
+        with psycopg.connect(scratch_url, autocommit=True) as scratch_conn:
+            reset(scratch_conn, project, seed=False)
+        _run(_load_command(pg_restore, scratch_url, path), "loading the backup into a scratch database")
+    finally:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(scratch)))
+
+
+# How long pg_restore may go without writing a byte while it reads an archive. Some corrupt
+# compressed blocks make pg_restore (18, at least) spin forever instead of failing.
+_STALL_SECONDS = 60.0
+
+
+def _read_archive(command: list[str], what: str, *, keep: bool = False) -> str:
+    """Run pg_restore writing to stdout and drain it (returned when `keep`); a run that writes nothing
+    for `_STALL_SECONDS` is stopped and counts as a failure."""
+    kept: list[bytes] = []
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+        assert process.stdout is not None
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(process.stdout, selectors.EVENT_READ)
+                while True:
+                    if not selector.select(timeout=_STALL_SECONDS):
+                        raise DatabaseSetupError(
+                            f"{what} failed: pg_restore stopped making progress (the archive is corrupt)"
+                        )
+                    chunk = os.read(process.stdout.fileno(), 1 << 16)
+                    if not chunk:
+                        break
+                    if keep:
+                        kept.append(chunk)
+            returncode = process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+        if returncode != 0:
+            errors.seek(0)
+            lines = [line for line in errors.read().decode("utf-8", "replace").strip().splitlines() if line]
+            raise DatabaseSetupError(f"{what} failed: {lines[-1] if lines else 'exit code ' + str(returncode)}")
+    return b"".join(kept).decode("utf-8", "replace")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def table_fingerprints(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, str]]:
@@ -398,7 +526,7 @@ def _tool(name: str, url: str) -> str:
     return best[1]
 
 
-def _run(command: list[str], what: str) -> None:
+def _run(command: list[str], what: str) -> str:
     # Passwords in URLs stay out of the process list: libpq reads PGPASSWORD instead.
     env = dict(os.environ)
     for i, part in enumerate(command):
@@ -407,7 +535,9 @@ def _run(command: list[str], what: str) -> None:
             if params.get("password"):
                 env["PGPASSWORD"] = str(params.pop("password"))
                 command[i] = "--dbname=" + " ".join(f"{k}={v}" for k, v in params.items())
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    # A damaged archive can make pg_restore print any bytes.
+    result = subprocess.run(command, capture_output=True, text=True, errors="replace", env=env, check=False)
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line]
         raise DatabaseSetupError(f"{what} failed: {lines[-1] if lines else 'exit code ' + str(result.returncode)}")
+    return result.stdout

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import builtins
 from typing import Any
+from uuid import UUID
 
-from .._exceptions import InvalidRequestError, NotFoundError
-from ..backends._base import Eq, Insert, Is, Select, Update
+from pydantic import BaseModel, ConfigDict
+
+from .._exceptions import DecryptionError, InvalidRequestError, NotFoundError
+from ..backends._base import Eq, Filter, Insert, Is, Keyset, Order, Select, Update
 from ..crypto import Encryptor
 from ..types import Credential, Provider, ValidationStatus
 from ..types.ids import IdLike
@@ -14,6 +17,25 @@ from ._base import Resource, to_model
 
 # Everything but the ciphertext: listing credentials never moves a secret over the wire.
 _METADATA = ("id", "user_id", "provider", "is_active", "validation_status", "created_at", "updated_at")
+_ROTATION_PAGE = 500
+_ROTATION_ATTEMPTS = 3
+
+
+class RotationReport(BaseModel):
+    """What `credentials.rotate()` did."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    rotated: int
+    """Rows re-encrypted under the current key."""
+    failed: list[UUID]
+    """Ids of rows that could not be read (malformed, tampered with, or under a key that is not
+    configured). They are left as they are. Only when this is empty can an old key be retired safely."""
+
+    @property
+    def clean(self) -> bool:
+        """True when every row is under the current key (nothing failed)."""
+        return not self.failed
 
 
 def _provider(value: Provider | str) -> Provider:
@@ -88,31 +110,66 @@ class Credentials(Resource):
         return self._update(provider, {"is_active": False}, user_id)
 
     def mark_validated(self, provider: Provider | str, valid: bool, *, user_id: IdLike | None = None) -> Credential:
-        """Record the result of checking the credential against its provider."""
+        """Record the result of checking the credential against its provider. Service client: users
+        cannot set their own credential's validation status (the database refuses it).
+
+        Raises:
+            PermissionDeniedError: called as a user.
+            NotFoundError: no such credential.
+        """
         status = ValidationStatus.VALID if valid else ValidationStatus.INVALID
         return self._update(provider, {"validation_status": status.value}, user_id)
 
-    def rotate(self) -> int:
+    def rotate(self) -> RotationReport:
         """Re-encrypt every stored credential still under an older key (or in the original app's format)
-        under the current key. Service client. Returns how many rows changed."""
-        rows = self._rows(Select("credentials", columns=("id", "user_id", "provider", "encrypted_value")))
+        under the current key. Service client.
+
+        Never stops at a row it cannot read (a user can write anything into their own row): it rotates
+        every row it can and reports the ids of the others. When `failed` is empty, the old keys can be
+        removed from ENCRYPTION_KEYS_OLD without losing a secret. The validation status is kept: the
+        secret is the same.
+        """
         encryptor = self._client.encryptor
-        changed = 0
-        for row in rows:
-            if not encryptor.needs_rotation(row["encrypted_value"]):
-                continue
-            secret = encryptor.decrypt(row["encrypted_value"], user_id=row["user_id"], provider=row["provider"])
+        rotated, failed = 0, []
+        columns = ("id", "user_id", "provider", "encrypted_value", "created_at")
+        order = [Order("created_at", descending=True), Order("id", descending=True)]
+        after: list[Filter] = []
+        while True:
+            page = self._rows(Select("credentials", after, order=order, limit=_ROTATION_PAGE, columns=columns))
+            for row in page:
+                outcome = self._rotate_row(encryptor, row)
+                if outcome is None:
+                    failed.append(UUID(str(row["id"])))
+                else:
+                    rotated += outcome
+            if len(page) < _ROTATION_PAGE:
+                return RotationReport(rotated=rotated, failed=failed)
+            last = page[-1]
+            after = [Keyset("created_at", last["created_at"], UUID(str(last["id"])))]
+
+    def _rotate_row(self, encryptor: Encryptor, row: dict[str, Any]) -> int | None:
+        """1 when re-encrypted, 0 when it needs nothing, None when it cannot be read. Compare-and-swap on
+        the old ciphertext, so a secret the user replaced meanwhile is never overwritten."""
+        for _ in range(_ROTATION_ATTEMPTS):
+            value = row["encrypted_value"]
+            try:
+                if not encryptor.needs_rotation(value):
+                    return 0
+                secret = encryptor.decrypt(value, user_id=row["user_id"], provider=row["provider"])
+            except DecryptionError:
+                return None
             fresh = encryptor.encrypt(secret, user_id=row["user_id"], provider=row["provider"])
-            # Only if nobody replaced it meanwhile: compare-and-swap on the old ciphertext.
-            updated = self._rows(
-                Update(
-                    "credentials",
-                    {"encrypted_value": fresh},
-                    [Eq("id", row["id"]), Eq("encrypted_value", row["encrypted_value"])],
-                )
+            if self._rows(
+                Update("credentials", {"encrypted_value": fresh}, [Eq("id", row["id"]), Eq("encrypted_value", value)])
+            ):
+                return 1
+            current = self._rows(
+                Select("credentials", [Eq("id", row["id"])], columns=("id", "user_id", "provider", "encrypted_value"))
             )
-            changed += len(updated)
-        return changed
+            if not current:
+                return 0  # deleted meanwhile
+            row = current[0]
+        return None
 
     def _update(self, provider: Provider | str, values: dict[str, Any], user_id: IdLike | None) -> Credential:
         provider = _provider(provider)
