@@ -136,14 +136,15 @@ def test_idempotency_key_returns_first_answer_and_charges_once(db: Db) -> None:
     assert db.usage(user)["total_expansions_used"] == 2
 
 
-def test_idempotency_key_of_another_user_conflicts(db: Db) -> None:
-    first, second = db.create_user(), db.create_user()
+def test_idempotency_key_is_scoped_to_its_user(db: Db) -> None:
+    """Another user's key neither blocks nor answers for this user: it is simply a new key here."""
+    first, second = db.create_user(), db.create_user(free_expansions_remaining=0, paid_credits_remaining=1)
     key = uuid.uuid4()
-    consume(db, first, key)
-    with pytest.raises(psycopg.Error) as conflict:
-        consume(db, second, key)
-    assert conflict.value.sqlstate == "23505"
-    assert db.usage(second)["total_expansions_used"] == 0
+    assert consume(db, first, key) == "free"
+    assert consume(db, second, key) == "paid"
+    assert consume(db, second, key) == "paid"
+    assert db.usage(second)["total_expansions_used"] == 1
+    assert db.usage(first)["total_expansions_used"] == 1
 
 
 def test_same_reference_grants_once(db: Db) -> None:
@@ -173,9 +174,10 @@ def test_same_reference_with_different_details_conflicts(db: Db, credits: int, a
     assert db.usage(target) == before
 
 
-def test_grants_without_reference_are_independent(db: Db) -> None:
+def test_grants_with_different_references_are_independent(db: Db) -> None:
     user = db.create_user()
-    assert grant(db, user, 2, "2.00") != grant(db, user, 3, "3.00")
+    first = grant(db, user, 2, "2.00", f"BMC-{uuid.uuid4().hex}")
+    assert grant(db, user, 3, "3.00", f"BMC-{uuid.uuid4().hex}") != first
     assert db.usage(user)["paid_credits_remaining"] == 5
 
 

@@ -106,9 +106,9 @@ comment on function private.take_credit(uuid, uuid, boolean) is
 revoke all on function private.take_credit(uuid, uuid, boolean) from public, anon, authenticated;
 grant execute on function private.take_credit(uuid, uuid, boolean) to service_role;
 
--- Settles a held credit: capture (charged) or release (given back). Null when nothing was held, so
+-- Settles the credit a user holds under a key (keys are per user): capture (charged) or release (given back). Null when nothing was held, so
 -- settling twice changes nothing and callers can refuse a run that holds no credit.
-create function private.settle_credit(p_key uuid, p_capture boolean)
+create function private.settle_credit(p_user_id uuid, p_key uuid, p_capture boolean)
 returns text
 language plpgsql
 volatile
@@ -120,7 +120,7 @@ declare
 begin
   update public.credit_charges c
      set status = case when p_capture then 'captured' else 'released' end
-   where c.idempotency_key = p_key and c.status = 'held'
+   where c.user_id = p_user_id and c.idempotency_key = p_key and c.status = 'held'
   returning * into v_charge;
   if not found then
     return null;
@@ -136,10 +136,10 @@ begin
 end;
 $$;
 
-comment on function private.settle_credit(uuid, boolean) is
+comment on function private.settle_credit(uuid, uuid, boolean) is
   'Captures or releases the credit held under a key; null when none is held (already settled, or never held).';
-revoke all on function private.settle_credit(uuid, boolean) from public, anon, authenticated;
-grant execute on function private.settle_credit(uuid, boolean) to service_role;
+revoke all on function private.settle_credit(uuid, uuid, boolean) from public, anon, authenticated;
+grant execute on function private.settle_credit(uuid, uuid, boolean) to service_role;
 
 -- The old charging model goes: one set of helpers now serves the run and consume_expansion_credit.
 drop function public.mark_expansion_partial(uuid, text, text);
@@ -165,14 +165,10 @@ begin
   -- Locked first, so a concurrent replay of the same key waits here and then finds the first charge.
   perform private.lock_usage(p_user_id);
   if p_idempotency_key is not null then
-    select * into v_charge from public.credit_charges c where c.idempotency_key = p_idempotency_key;
+    -- Keys are per user: another user's key is neither an error nor a reveal, just a new key here.
+    select * into v_charge from public.credit_charges c
+     where c.user_id = p_user_id and c.idempotency_key = p_idempotency_key;
     if found then
-      if v_charge.user_id <> p_user_id then
-        raise exception using
-          errcode = '23505',
-          message = 'idempotency key already used for another user',
-          detail = pg_catalog.format('idempotency_key %s', p_idempotency_key);
-      end if;
       -- A key whose run failed had its credit given back, and one still in flight may yet be: neither
       -- is "already charged".
       if v_charge.status = 'released' then
@@ -224,14 +220,16 @@ begin
   end if;
   -- Whoever writes, a run ends settled: delivered ones with their credit captured, failed ones holding none.
   if new.status is distinct from old.status and new.status in ('completed', 'partial') and old.status = 'running'
-     and not exists (select 1 from public.credit_charges c where c.idempotency_key = new.id and c.status = 'captured') then
+     and not exists (select 1 from public.credit_charges c
+                     where c.user_id = new.user_id and c.idempotency_key = new.id and c.status = 'captured') then
     raise exception using
       errcode = 'PT409',
       message = pg_catalog.format('execution %s cannot become %s without its credit captured', old.id, new.status),
       hint = 'finish_expansion captures the held credit and stores the output in one transaction.';
   end if;
   if new.status is distinct from old.status and new.status = 'failed'
-     and exists (select 1 from public.credit_charges c where c.idempotency_key = new.id and c.status = 'held') then
+     and exists (select 1 from public.credit_charges c
+                     where c.user_id = new.user_id and c.idempotency_key = new.id and c.status = 'held') then
     raise exception using
       errcode = 'PT409',
       message = pg_catalog.format('execution %s cannot fail while it still holds its credit', old.id),
@@ -242,7 +240,11 @@ begin
       errcode = 'PT409',
       message = pg_catalog.format('the idea of execution %s is fixed when it starts', old.id);
   end if;
-  if new.user_id is distinct from old.user_id then
+  -- The one owner change allowed is the cascade of a re-keyed profile (a person linked to their confirmed
+  -- auth identity, see the confirmed_identity migration): by then the old id is gone. Anyone else writing
+  -- user_id still sees the old owner's profile, and is refused.
+  if new.user_id is distinct from old.user_id
+     and exists (select 1 from public.users u where u.id = old.user_id) then
     raise exception using errcode = 'PT409', message = pg_catalog.format('execution %s cannot change owner', old.id);
   end if;
   return new;
@@ -250,7 +252,8 @@ end;
 $$;
 
 comment on function public.enforce_execution_transition() is
-  'Trigger: refuses execution status changes outside the run state machine, and changes of its idea or owner.';
+  'Trigger: refuses execution status changes outside the run state machine, and changes of its idea or owner '
+  '(other than following its owner''s re-keyed profile).';
 revoke all on function public.enforce_execution_transition() from public, anon, authenticated, service_role;
 
 create trigger executions_status_transition
@@ -282,7 +285,7 @@ begin
      where e.selected_idea_id = old.id and e.status = 'queued'
      for update
   loop
-    perform private.settle_credit(v_run, false);
+    perform private.settle_credit(old.user_id, v_run, false);
     update public.executions e
        set status = 'failed', current_stage = 'done', error_step = 'cancelled',
            error_message = pg_catalog.format('cancelled before a worker started: the idea was %s', v_action),
@@ -350,11 +353,10 @@ begin
   perform private.lock_usage(p_user_id);
 
   if p_idempotency_key is not null then
-    select * into v_execution from public.executions e where e.idempotency_key = p_idempotency_key;
+    -- Keys are per user: another user's key is neither an error nor a reveal, just a new key here.
+    select * into v_execution from public.executions e
+     where e.user_id = p_user_id and e.idempotency_key = p_idempotency_key;
     if found then
-      if v_execution.user_id <> p_user_id then
-        raise exception using errcode = '23505', message = 'idempotency key already used for another user';
-      end if;
       -- created=false: the caller must not run it again; it reports the existing run instead.
       select * into v_idea from public.ideas i where i.id = v_execution.selected_idea_id;
       return pg_catalog.jsonb_build_object(
@@ -440,7 +442,8 @@ begin
    where e.id = (
      select q.id from public.executions q
       where q.status = 'queued'
-        and exists (select 1 from public.credit_charges c where c.idempotency_key = q.id and c.status = 'held')
+        and exists (select 1 from public.credit_charges c
+                     where c.user_id = q.user_id and c.idempotency_key = q.id and c.status = 'held')
       order by q.started_at, q.id
       limit 1
       for update skip locked
@@ -642,7 +645,8 @@ begin
   end if;
 
   -- The capture (or release) and the output are one transaction: no delivery without a held credit.
-  if private.settle_credit(p_execution_id, p_status <> 'failed') is null and p_status <> 'failed' then
+  if private.settle_credit(v_execution.user_id, p_execution_id, p_status <> 'failed') is null
+     and p_status <> 'failed' then
     raise exception using
       errcode = 'PT409',
       message = pg_catalog.format('execution %s holds no credit: nothing can be delivered', p_execution_id),
@@ -822,7 +826,7 @@ begin
   loop
     perform 1 from public.usage_tracking u where u.user_id = v_user for update skip locked;
     continue when not found;
-    perform private.settle_credit(v_id, false);
+    perform private.settle_credit(v_user, v_id, false);
     update public.executions e
        set status = 'failed', current_stage = 'done', error_step = 'timeout',
            error_message = pg_catalog.format('no heartbeat for %s: the worker stopped before finishing', p_stale_after),

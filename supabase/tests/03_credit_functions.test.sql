@@ -5,7 +5,7 @@ create extension if not exists pgtap with schema extensions;
 -- while these tests act as anon, authenticated or service_role (rolled back with everything else).
 grant execute on all functions in schema extensions to public;
 set local search_path = extensions, public;
-select plan(24);
+select plan(28);
 
 insert into public.users (id, email) values
   ('00000000-0000-4000-8000-0000000000c1', 'tap-credits@example.test'),
@@ -54,6 +54,19 @@ select is(
   5,
   'and grants only once'
 );
+select is(
+  add_paid_credits('00000000-0000-4000-8000-0000000000c1', 5, 5.00, '  tap-bmc-1 ', 'tap', null),
+  (select id from public.payment_receipts where bmc_reference = 'TAP-BMC-1'),
+  'a reference is compared trimmed and ignoring case'
+);
+select throws_ok(
+  $$select add_paid_credits('00000000-0000-4000-8000-0000000000c1', 5, 5.00, '   ', 'tap', null)$$,
+  '22023', 'a payment reference is required (not blank)', 'a blank reference is refused'
+);
+select throws_ok(
+  $$select add_paid_credits('00000000-0000-4000-8000-0000000000c1', 2147483647, 5.00, 'TAP-BMC-HUGE', 'tap', null)$$,
+  '22023', null, 'a grant above 100000 credits is refused'
+);
 select throws_ok(
   $$select add_paid_credits('00000000-0000-4000-8000-0000000000c1', 6, 5.00, 'TAP-BMC-1', 'tap', null)$$,
   '23505', null, 'the same reference with other details is a conflict'
@@ -84,6 +97,11 @@ select is(
      from public.usage_tracking where user_id = '00000000-0000-4000-8000-0000000000c1'),
   '(4,6,5,1)',
   'and charges once; counters add up'
+);
+insert into public.users (id, email) values ('00000000-0000-4000-8000-0000000000c3', 'tap-credits-third@example.test');
+select is(
+  consume_expansion_credit('00000000-0000-4000-8000-0000000000c3', '00000000-0000-4000-8000-00000000e001'),
+  'free', 'keys are per user: another user''s key charges this user once, neither refused nor answered with theirs'
 );
 reset role;
 

@@ -113,11 +113,19 @@ select throws_ok(
   $$select start_expansion('00000000-0000-4000-8000-0000000000d1', '00000000-0000-4000-8000-00000000a009')$$,
   'PT404', 'Idea not found', 'another user''s idea is not found'
 );
-select throws_ok(
-  $$select start_expansion('00000000-0000-4000-8000-0000000000d2', '00000000-0000-4000-8000-00000000a009', null,
-      '00000000-0000-4000-8000-00000000e101')$$,
-  '23505', 'idempotency key already used for another user', 'a key belongs to one user'
+insert into tap_run select 'same-key-other-user', (start_expansion(
+  '00000000-0000-4000-8000-0000000000d2', '00000000-0000-4000-8000-00000000a009', null,
+  '00000000-0000-4000-8000-00000000e101') -> 'execution' ->> 'id')::uuid;
+select is(
+  (select (user_id, selected_idea_id)::text from public.executions
+    where id = (select id from tap_run where name = 'same-key-other-user')),
+  '(00000000-0000-4000-8000-0000000000d2,00000000-0000-4000-8000-00000000a009)',
+  'keys are per user: another user''s key starts this user''s own run, never blocked by or shown theirs'
 );
+do $$ begin  -- give that run's credit back: the counts below are about a direct charge
+  perform finish_expansion((select id from tap_run where name = 'same-key-other-user'), 'failed', 0, null, null,
+                           null, null, null, 'judge', 'released');
+end $$;
 insert into tap_run select 'queued', (start_expansion(
   '00000000-0000-4000-8000-0000000000d1', null, 'twitter_thread', null, true) -> 'execution' ->> 'id')::uuid;
 select is(

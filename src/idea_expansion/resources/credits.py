@@ -9,6 +9,7 @@ from .._exceptions import InvalidRequestError, NotFoundError
 from ..backends._base import Eq, Order, Rpc, Select
 from ..types import CreditCharge, CreditType, PaymentReceipt, Usage
 from ..types.ids import IdLike, parse_id
+from ..types.params import MAX_GRANT
 from ..types.reports import Refund
 from ._base import Resource, to_model
 
@@ -23,7 +24,8 @@ class Credits(Resource):
 
     def consume(self, user_id: IdLike, *, idempotency_key: IdLike | None = None) -> CreditType:
         """Spend one credit, free first. With `idempotency_key` (the execution id) a repeat returns the
-        first answer and charges nothing more, so it is safe to retry. Service client.
+        first answer and charges nothing more, so it is safe to retry. Keys are the user's own: another
+        user's key is a new key here. Service client.
 
         Raises:
             InsufficientCreditsError: no credits left (nothing changes).
@@ -45,16 +47,21 @@ class Credits(Resource):
         verified_by: str = "admin",
         notes: str | None = None,
     ) -> PaymentReceipt:
-        """Record a verified payment and add its credits, in one transaction. The same `reference` again
-        returns the first receipt and grants nothing. Service client.
+        """Record a verified payment and add its credits, in one transaction. A payment has a `reference`
+        (required): the same reference again, trimmed and in any case, returns the first receipt and grants
+        nothing. One grant adds at most 100,000 credits, and a paid balance holds at most 1,000,000.
+        Service client.
 
         Raises:
-            InvalidRequestError: credits not a positive integer, amount not positive with at most 2 decimals.
+            InvalidRequestError: credits not from 1 to 100,000, amount not positive with at most 2 decimals,
+                a blank or missing reference, or a balance that would exceed its bound.
             NotFoundError: no such user.
             ConflictError: the reference was already granted with different details.
         """
-        if isinstance(credits, bool) or not isinstance(credits, int) or credits <= 0:
-            raise InvalidRequestError(f"credits must be a positive integer, not {credits!r}")
+        if isinstance(credits, bool) or not isinstance(credits, int) or not 0 < credits <= MAX_GRANT:
+            raise InvalidRequestError(
+                f"credits must be a positive integer of at most {MAX_GRANT} per grant, not {credits!r}"
+            )
         amount = _amount(amount_usd)
         user_id = self._user_id(email_or_id)
         receipt_id = self._rpc(

@@ -51,7 +51,8 @@ class Expansions(Resource):
             InsufficientCreditsError: no credit left (nothing is created).
             NotFoundError: no such idea for the user, or (without `idea_id`) no pending idea at all.
             InvalidRequestError: an unknown format, or an idea that is not pending.
-            ConflictError: the idea is already in a run, or the key belongs to another user.
+            ConflictError: the idea is already in a run. (Keys are per user: another user's key is
+                simply a new key here.)
         """
         params = parse_params(
             ExpansionStart,

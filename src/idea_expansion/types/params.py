@@ -10,7 +10,50 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from .._exceptions import InvalidRequestError
 
-__all__ = ["GitHubSignIn", "IdeaCreate", "IdeaUpdate", "UserCreate", "UserUpdate", "parse_params"]
+__all__ = [
+    "MAX_BALANCE",
+    "MAX_BULLETS",
+    "MAX_BULLET_CHARS",
+    "MAX_DESCRIPTION_CHARS",
+    "MAX_GRANT",
+    "MAX_IMAGES_PER_USER",
+    "MAX_LINKS",
+    "MAX_LINK_CHARS",
+    "MAX_TAGS",
+    "MAX_TAG_CHARS",
+    "MAX_TITLE_CHARS",
+    "GitHubSignIn",
+    "IdeaCreate",
+    "IdeaUpdate",
+    "UserCreate",
+    "UserUpdate",
+    "parse_params",
+]
+
+# The database's limits (CHECK constraints, add_paid_credits, the images bucket's insert policy), mirrored
+# so bad input fails before a round trip; tests/test_money_limits.py keeps both sides equal.
+MAX_TITLE_CHARS = 200
+"""ideas_title_length."""
+MAX_DESCRIPTION_CHARS = 10_000
+"""ideas_description_length."""
+MAX_BULLETS = 50
+"""ideas_bullets_check."""
+MAX_BULLET_CHARS = 1_000
+"""ideas_bullets_items_check: each bullet is a non-blank string of at most this many characters."""
+MAX_LINKS = 20
+"""ideas_external_links_check."""
+MAX_LINK_CHARS = 2_000
+"""ideas_external_links_items_check: each link is a non-blank string of at most this many characters."""
+MAX_TAGS = 20
+"""blog_posts_tags_check."""
+MAX_TAG_CHARS = 50
+"""blog_posts_tags_items_check: each tag is non-blank and at most this many characters."""
+MAX_GRANT = 100_000
+"""add_paid_credits: the most credits one payment grants (payment_receipts_credits_purchased_max)."""
+MAX_BALANCE = 1_000_000
+"""usage_tracking_balance_max: the most free, and the most paid, credits a balance holds."""
+MAX_IMAGES_PER_USER = 1_000
+"""The images bucket's insert policy: objects a user may keep in their folder."""
 
 
 def _timezone(value: str) -> str:
@@ -28,13 +71,13 @@ def _email(value: str) -> str:
     return value.lower()
 
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=10_000)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_CHARS)]
+Description = Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_CHARS)]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(_email)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
-Bullet = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
-Link = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Bullet = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BULLET_CHARS)]
+Link = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_LINK_CHARS)]
 
 
 class Params(BaseModel):
@@ -48,10 +91,10 @@ class IdeaCreate(Params):
     """1-200 characters (surrounding blanks removed)."""
     description: Description | None = None
     """Up to 10,000 characters."""
-    bullets: list[Bullet] = Field(default_factory=list, max_length=50)
-    """Up to 50 bullet points."""
-    external_links: list[Link] = Field(default_factory=list, max_length=20)
-    """Up to 20 links."""
+    bullets: list[Bullet] = Field(default_factory=list, max_length=MAX_BULLETS)
+    """Up to 50 bullet points, each 1-1,000 characters."""
+    external_links: list[Link] = Field(default_factory=list, max_length=MAX_LINKS)
+    """Up to 20 links, each 1-2,000 characters."""
 
 
 class IdeaUpdate(Params):
@@ -61,10 +104,10 @@ class IdeaUpdate(Params):
     """1-200 characters."""
     description: Description | None = None
     """Up to 10,000 characters."""
-    bullets: list[Bullet] | None = Field(default=None, max_length=50)
-    """Replaces all bullet points."""
-    external_links: list[Link] | None = Field(default=None, max_length=20)
-    """Replaces all links."""
+    bullets: list[Bullet] | None = Field(default=None, max_length=MAX_BULLETS)
+    """Replaces all bullet points (up to 50, each 1-1,000 characters)."""
+    external_links: list[Link] | None = Field(default=None, max_length=MAX_LINKS)
+    """Replaces all links (up to 20, each 1-2,000 characters)."""
 
 
 class UserUpdate(Params):

@@ -30,6 +30,7 @@ class UserSummaryRow(ReportRow):
     free_remaining: int | None
     paid_remaining: int | None
     total_remaining: int
+    """Free plus paid, summed in bigint by the database (never overflows)."""
     created_at: AwareDatetime
 
 
@@ -48,6 +49,7 @@ class FailedExpansionsRow(ReportRow):
 
 class PaymentRow(ReportRow):
     email: str
+    """The payer's address, or `(deleted user <id>)` once they are deleted (their receipts stay, anonymised)."""
     amount_usd: Decimal
     credits_purchased: int
     bmc_reference: str | None
@@ -58,6 +60,7 @@ class PaymentRow(ReportRow):
 
 class PaymentSummaryRow(ReportRow):
     email: str
+    """The payer's address, or `(deleted user <id>)`: one row per payer, deleted ones included."""
     payments: int
     total_credits: int
     total_spent: Decimal
@@ -89,6 +92,7 @@ class Refund(ReportRow):
 
     receipt_id: UUID
     user_id: UUID
+    """The payer; for a deleted user, the anonymous id their receipts were moved to (nothing is removed)."""
     credits_purchased: int
     credits_removed: int
     """Paid credits taken back; fewer than purchased when some were already spent."""

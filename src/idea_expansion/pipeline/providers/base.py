@@ -9,8 +9,39 @@ from typing import Generic, Literal, Protocol, TypeVar
 from pydantic import BaseModel
 
 from ..._exceptions import IdeaExpansionError
+from ...types.params import (
+    MAX_BULLET_CHARS,
+    MAX_BULLETS,
+    MAX_DESCRIPTION_CHARS,
+    MAX_LINK_CHARS,
+    MAX_LINKS,
+    MAX_TITLE_CHARS,
+)
 
-__all__ = ["Completion", "FallbackProvider", "IdeaBrief", "Provider", "ProviderError", "Task"]
+__all__ = [
+    "MAX_IDEA_PROMPT_CHARS",
+    "PROMPT_BULLETS",
+    "PROMPT_BULLET_CHARS",
+    "PROMPT_DESCRIPTION_CHARS",
+    "PROMPT_LINKS",
+    "PROMPT_LINK_CHARS",
+    "PROMPT_TITLE_CHARS",
+    "Completion",
+    "FallbackProvider",
+    "IdeaBrief",
+    "Provider",
+    "ProviderError",
+    "Task",
+]
+
+# What of an idea goes into a prompt: every model call of a run sends at most this much of it, so the
+# characters one credit buys are bounded (README, "The database": the worst case per credit).
+PROMPT_TITLE_CHARS = 200
+PROMPT_DESCRIPTION_CHARS = 4_000
+PROMPT_BULLETS = 20
+PROMPT_BULLET_CHARS = 200
+PROMPT_LINKS = 10
+PROMPT_LINK_CHARS = 300
 
 T = TypeVar("T", bound=BaseModel)
 Task = Literal["judge", "choose_format", "blog_post", "twitter_thread", "github_repo", "image"]
@@ -30,12 +61,49 @@ class IdeaBrief:
     external_links: tuple[str, ...]
 
     def as_prompt(self) -> str:
-        lines = [f"Title: {self.title}"]
-        if self.description:
-            lines.append(f"Description: {self.description}")
-        lines.extend(f"- {bullet}" for bullet in self.bullets)
-        lines.extend(f"Link: {link}" for link in self.external_links)
+        """The idea as a model reads it, bounded: the title, the start of the description, the first
+        bullets and links (each on one line and cut to length), and how many were left out. Never longer
+        than `MAX_IDEA_PROMPT_CHARS`, whatever the brief holds."""
+        return self._prompt()[:MAX_IDEA_PROMPT_CHARS]
+
+    def _prompt(self) -> str:
+        lines = [f"Title: {_clip(_one_line(self.title), PROMPT_TITLE_CHARS)}"]
+        if self.description and self.description.strip():
+            lines.append(f"Description: {_clip(self.description.strip(), PROMPT_DESCRIPTION_CHARS)}")
+        lines.extend(f"- {_clip(_one_line(bullet), PROMPT_BULLET_CHARS)}" for bullet in self.bullets[:PROMPT_BULLETS])
+        lines.extend(
+            f"Link: {_clip(_one_line(link), PROMPT_LINK_CHARS)}" for link in self.external_links[:PROMPT_LINKS]
+        )
+        left_out = [
+            f"{count} more {noun}"
+            for count, noun in (
+                (len(self.bullets) - PROMPT_BULLETS, "bullet points"),
+                (len(self.external_links) - PROMPT_LINKS, "links"),
+            )
+            if count > 0
+        ]
+        if left_out:
+            lines.append(f"({' and '.join(left_out)} not shown)")
         return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+MAX_IDEA_PROMPT_CHARS = len(
+    IdeaBrief(
+        title="x" * MAX_TITLE_CHARS,
+        description="x" * MAX_DESCRIPTION_CHARS,
+        bullets=("x" * MAX_BULLET_CHARS,) * MAX_BULLETS,
+        external_links=("x" * MAX_LINK_CHARS,) * MAX_LINKS,
+    )._prompt()
+)
+"""The most characters of an idea any one prompt carries: an idea at every database limit."""
 
 
 @dataclass(frozen=True)
