@@ -1,4 +1,6 @@
-"""Showing what a run produced, in the terminal."""
+"""Showing what a run produced, in the terminal. Everything in an output is user data (the idea's
+words, or a model's answer to them): bodies are rendered as Markdown or as plain text inside a panel,
+never as Rich markup; titles and one-line fields go through `safe` / `literal`."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ from contextlib import contextmanager
 from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 from rich.tree import Tree
 
 from ..pipeline import BlogPostContent, GitHubRepoContent, ImageContent, TwitterThreadContent, parse_content
 from ..types import Output, Stage
-from ._common import console
+from ._common import console, literal, printable, safe
 
 # The stages a run passes through, by format (image: cover or image; publish: repositories only).
 _STAGES = [Stage.SELECT, Stage.JUDGE, Stage.CHOOSE_FORMAT, Stage.GENERATE, Stage.IMAGE, Stage.PUBLISH, Stage.PERSIST]
@@ -21,17 +24,18 @@ _STAGES = [Stage.SELECT, Stage.JUDGE, Stage.CHOOSE_FORMAT, Stage.GENERATE, Stage
 
 @contextmanager
 def stage_progress(label: str) -> Iterator[Callable[[Stage, uuid.UUID], None]]:
-    """A progress bar that moves through the pipeline's stages; yields the on_progress callback."""
+    """A progress bar that moves through the pipeline's stages; yields the on_progress callback.
+    `label` is plain text (it names a user or an idea)."""
     with Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.fields[stage]}"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task(label, total=len(_STAGES), stage="start")
+        task = progress.add_task(printable(label), total=len(_STAGES), stage="start")
 
         def on_progress(stage: Stage, _: uuid.UUID) -> None:
             progress.update(task, completed=_STAGES.index(stage), stage=stage.value)
@@ -49,31 +53,41 @@ def show_output(output: Output, *, full: bool = False) -> None:
     content = parse_content(output.format, output.content)
     if isinstance(content, BlogPostContent):
         text = content.markdown if full else "\n\n".join(content.markdown.split("\n\n")[:5]) + "\n\n…"
-        console.print(Panel(Markdown(text), title=f"blog post: {content.title}", subtitle=f"/{content.slug}"))
+        console.print(
+            Panel(
+                # links show their target: the words of a link are the author's, the address is what opens
+                Markdown(printable(text, multiline=True), hyperlinks=False),
+                title=Text.assemble("blog post: ", printable(content.title)),
+                subtitle=literal(f"/{content.slug}"),
+            )
+        )
         console.print(
             f"  {content.word_count} words, {content.reading_time_minutes} min read; tags: "
-            f"{', '.join(content.tags) or '-'}; social post: {content.social_post}"
+            f"{safe(', '.join(content.tags) or '-')}; social post: {safe(content.social_post)}"
         )
         if content.cover_image:
-            console.print(f"  cover image: {content.cover_image.storage_path}")
+            console.print(f"  cover image: {safe(content.cover_image.storage_path)}")
     elif isinstance(content, TwitterThreadContent):
-        console.print(Panel("\n\n".join(content.posts), title=f"thread ({len(content.posts)} posts)"))
+        console.print(
+            Panel(literal("\n\n".join(content.posts), multiline=True), title=f"thread ({len(content.posts)} posts)")
+        )
     elif isinstance(content, GitHubRepoContent):
-        tree = Tree(f"[bold]{content.repo_name}[/]  {content.description}")
+        tree = Tree(f"[bold]{safe(content.repo_name)}[/]  {safe(content.description)}")
         for file in content.files:
-            tree.add(f"{file.path}  [dim]({len(file.content)} bytes)[/]")
+            tree.add(f"{safe(file.path)}  [dim]({len(file.content)} bytes)[/]")
         console.print(tree)
-        console.print(f"  run: {content.run_instructions}")
+        console.print(f"  run: {safe(content.run_instructions)}")
         if full:
             for file in content.files:
-                console.print(Panel(file.content, title=file.path))
-        where = output.publication_url or "not published (see the run's error)"
+                console.print(Panel(literal(file.content, multiline=True), title=literal(file.path)))
+        where = safe(output.publication_url) if output.publication_url else "not published (see the run's error)"
         console.print(f"  GitHub: {where}")
     elif isinstance(content, ImageContent):
         console.print(
             Panel(
-                f"{content.caption}\n\nstored at: {content.image.storage_path}\nurl: {content.image.url}\n"
-                f"{content.image.width}x{content.image.height} {content.image.mime_type}",
+                f"{safe(content.caption, multiline=True)}\n\nstored at: {safe(content.image.storage_path)}\n"
+                f"url: {safe(content.image.url)}\n"
+                f"{content.image.width}x{content.image.height} {safe(content.image.mime_type)}",
                 title="image",
             )
         )

@@ -15,7 +15,7 @@ from .._settings import Settings
 from ..local import find_project, reset
 from ..pipeline import OfflineProvider, Pipeline
 from ..types import OutputFormat
-from ._common import DB_URL_HELP, command_errors, connect, console
+from ._common import DB_URL_HELP, command_errors, connect, console, safe
 from ._render import show_output, stage_progress
 
 DEMO_EMAIL = "demo@example.com"
@@ -76,10 +76,12 @@ def demo_command(
         ):
             console.print(Rule("2. A user and three ideas"))
             user = client.users.create(email=DEMO_EMAIL, name="Demo User")
-            console.print(f"{user.email} signed up: {client.credits.balance(user.id).total_remaining} free credits.")
+            console.print(
+                f"{safe(user.email)} signed up: {client.credits.balance(user.id).total_remaining} free credits."
+            )
             queue = [_add(client, user.id, idea) for idea in IDEAS]
             for title, *_ in IDEAS:
-                console.print(f"  • {title}")
+                console.print(f"  • {safe(title)}")
 
             console.print(Rule("3. Expansions (offline provider: templates, no model, says so)"))
             more = iter(MORE_IDEAS)
@@ -92,7 +94,7 @@ def demo_command(
                 except InsufficientCreditsError as exc:
                     console.print(
                         Panel(
-                            f"[bold red]Refused:[/] {exc.message} ({exc.code})\n{exc.hint or ''}",
+                            f"[bold red]Refused:[/] {safe(exc.message)} ({safe(exc.code)})\n{safe(exc.hint or '')}",
                             title="out of credits",
                             expand=False,
                         )
@@ -109,7 +111,7 @@ def demo_command(
                     f"Receipt ID:   {receipt.id}\n"
                     f"Amount:       ${receipt.amount_usd}\n"
                     f"Credits:      {receipt.credits_purchased}\n"
-                    f"Reference:    {receipt.bmc_reference}\n"
+                    f"Reference:    {safe(receipt.bmc_reference)}\n"
                     f"Status:       {receipt.status.value}",
                     title="payment receipt",
                     expand=False,
@@ -144,7 +146,7 @@ def _expand(
     with stage_progress(title[:40]) as on_progress:
         result = pipeline.expand(user_id, idea_id=idea_id, format=fmt, on_progress=on_progress)
     e = result.execution
-    note = f" — {e.error_message}" if e.error_message else ""
+    note = f" — {safe(e.error_message)}" if e.error_message else ""
     console.print(f"[bold]{e.status.value}[/]: {e.format_chosen} (judge {e.judge_score}/100){note}", soft_wrap=True)
     for output in result.outputs:
         show_output(output)

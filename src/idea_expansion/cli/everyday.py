@@ -9,7 +9,18 @@ import typer
 from .._settings import Settings
 from ..pipeline import Pipeline
 from ..types import IdeaStatus, OutputFormat
-from ._common import DB_URL_HELP, CsvOption, JsonOption, command_errors, console, emit, fail, open_client, user_by_email
+from ._common import (
+    DB_URL_HELP,
+    CsvOption,
+    JsonOption,
+    command_errors,
+    console,
+    emit,
+    fail,
+    open_client,
+    safe,
+    user_by_email,
+)
 from ._render import show_output, stage_progress
 
 DbUrl = Annotated[str | None, typer.Option("--db-url", help=DB_URL_HELP)]
@@ -37,7 +48,7 @@ def ideas_add(
         idea = client.ideas.create(
             user_id=owner.id, title=title, description=description, bullets=bullet, external_links=link
         )
-        console.print(f"[green]Added[/] {idea.id}: {idea.title}")
+        console.print(f"[green]Added[/] {idea.id}: {safe(idea.title)}")
 
 
 @ideas_app.command("list")
@@ -65,7 +76,7 @@ def ideas_archive(idea_id: Annotated[str, typer.Argument(help="The idea's id.")]
     """Archive an idea. Example: idea-expansion ideas archive 90324ede-a175-4795-9814-4ab8c2cdeb22"""
     with command_errors(), open_client(db_url) as client:
         idea = client.ideas.archive(idea_id)
-        console.print(f"[green]Archived[/] {idea.title}")
+        console.print(f"[green]Archived[/] {safe(idea.title)}")
 
 
 def expand_command(
@@ -99,7 +110,7 @@ def expand_command(
         e = result.execution
         console.print(
             f"[bold]{e.status.value}[/] run {e.id}: format {e.format_chosen}, judge score {e.judge_score}, "
-            f"{e.tokens_used} tokens, {e.duration_seconds}s" + (f"; {e.error_message}" if e.error_message else "")
+            f"{e.tokens_used} tokens, {e.duration_seconds}s" + (f"; {safe(e.error_message)}" if e.error_message else "")
         )
         for output in result.outputs:
             show_output(output)
@@ -136,7 +147,7 @@ def credits_command(
         owner = user_by_email(client, email)
         b = client.credits.balance(owner.id)
         console.print(
-            f"{owner.email}: {b.total_remaining} credits left ({b.free_expansions_remaining} free, "
+            f"{safe(owner.email)}: {b.total_remaining} credits left ({b.free_expansions_remaining} free, "
             f"{b.paid_credits_remaining} paid); {b.total_expansions_used} used "
             f"({b.total_free_used} free, {b.total_paid_used} paid)"
         )

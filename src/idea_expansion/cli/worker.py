@@ -12,7 +12,7 @@ import typer
 from .._client import IdeaExpansion
 from .._settings import Settings
 from ..pipeline import OfflineProvider, Pipeline
-from ._common import DB_URL_HELP, command_errors, console
+from ._common import DB_URL_HELP, command_errors, console, safe
 
 
 def worker_command(
@@ -46,7 +46,7 @@ def worker_command(
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             signal.signal(signal.SIGINT, lambda *_: stop.set())
-            console.print(f"worker started ({concurrency} at once, provider {pipeline.provider.name})")
+            console.print(f"worker started ({concurrency} at once, provider {safe(pipeline.provider.name)})")
             with pipeline:
                 done = pipeline.run_worker(concurrency=concurrency, stop=stop, exit_when_idle=exit_when_idle)
             console.print(f"worker stopped after {done} run(s)")
