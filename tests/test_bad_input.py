@@ -43,6 +43,14 @@ CHECK_CASES: dict[str, tuple[str, str]] = {
         "update public.ideas set external_links = (select jsonb_agg(i) from generate_series(1, 21) i) "
         "where id = %(idea)s",
     ),
+    "ideas_bullets_items_check": (  # each bullet a non-blank string of at most 1000 characters
+        "ideas",
+        "update public.ideas set bullets = '[1]' where id = %(idea)s",
+    ),
+    "ideas_external_links_items_check": (
+        "ideas",
+        "update public.ideas set external_links = jsonb_build_array(repeat('l', 2001)) where id = %(idea)s",
+    ),
     "ideas_times_evaluated_check": (
         "ideas",
         "update public.ideas set times_evaluated = -1 where id = %(idea)s",
@@ -132,6 +140,14 @@ CHECK_CASES: dict[str, tuple[str, str]] = {
         "blog_posts",
         "update public.blog_posts set tags = array(select 't' || i from generate_series(1, 21) i) where id = %(post)s",
     ),
+    "blog_posts_tags_items_check": (
+        "blog_posts",
+        "update public.blog_posts set tags = array[repeat('t', 51)] where id = %(post)s",
+    ),
+    "usage_tracking_balance_max": (
+        "usage_tracking",
+        "update public.usage_tracking set paid_credits_remaining = 1000001 where user_id = %(user)s",
+    ),
     "usage_tracking_free_check": (
         "usage_tracking",
         "update public.usage_tracking set free_expansions_remaining = -1 where user_id = %(user)s",
@@ -156,6 +172,15 @@ CHECK_CASES: dict[str, tuple[str, str]] = {
         "payment_receipts",
         "insert into public.payment_receipts (user_id, amount_usd, credits_purchased, bmc_reference) "
         "values (%(user)s, 1, 1, '   ')",
+    ),
+    "payment_receipts_bmc_reference_trimmed": (
+        "payment_receipts",
+        "insert into public.payment_receipts (user_id, amount_usd, credits_purchased, bmc_reference) "
+        "values (%(user)s, 1, 1, ' BMC-1 ')",
+    ),
+    "payment_receipts_credits_purchased_max": (
+        "payment_receipts",
+        "insert into public.payment_receipts (user_id, amount_usd, credits_purchased) values (%(user)s, 1, 100001)",
     ),
     "payment_receipts_notes_length": (
         "payment_receipts",

@@ -80,7 +80,7 @@ def test_every_command_has_help_with_an_example() -> None:
                 "clear",
             )
         ],
-        *[["admin", c] for c in ("grant-credits", "usage", "refund")],
+        *[["admin", c] for c in ("grant-credits", "usage", "refund", "rotate-keys")],
         *[["report", c] for c in ("users", "top-users", "failed", "payments", "executions")],
         *[["ideas", c] for c in ("add", "list", "archive")],
         *[["outputs", c] for c in ("list", "show")],
@@ -137,9 +137,12 @@ def test_grant_credits_validates_confirms_and_grants_once(cli_db: str) -> None:
         ("5", "5.001", "at most two decimals"),
         ("5", "0.00", "positive amount"),
     ):
-        refused = run("admin", "grant-credits", email, credits, amount, "--db-url", cli_db, "--yes")
+        refused = run("admin", "grant-credits", email, credits, amount, "BMC-BAD", "--db-url", cli_db, "--yes")
         assert refused.exit_code == 1
         assert message in refused.output
+    no_reference = run("admin", "grant-credits", email, "5", "5.00", "--db-url", cli_db, "--yes")
+    assert no_reference.exit_code == 2  # a payment without its reference cannot be told from its retry
+    assert "reference" in no_reference.output.lower()
     declined = run("admin", "grant-credits", email, "5", "5.00", "BMC-CLI-1", "--db-url", cli_db, input="n\n")
     assert declined.exit_code == 1
     output = ok(
@@ -157,10 +160,12 @@ def test_grant_credits_validates_confirms_and_grants_once(cli_db: str) -> None:
         "Reference:         BMC-CLI-1",
     ):
         assert line in output, line
-    again = ok("admin", "grant-credits", email, "5", "5.00", "BMC-CLI-1", "--db-url", cli_db, "--yes")
-    assert "was already granted" in again
-    assert "New Total:         10" in again
-    unknown = run("admin", "grant-credits", "nobody@example.test", "5", "5", "--db-url", cli_db, "--yes")
+    for same in ("BMC-CLI-1", " bmc-cli-1 "):  # the same payment, however it is typed
+        again = ok("admin", "grant-credits", email, "5", "5.00", same, "--db-url", cli_db, "--yes")
+        assert "was already granted" in again
+        assert "Nothing granted: reference already used" in again
+        assert "New Total:         10" in again
+    unknown = run("admin", "grant-credits", "nobody@example.test", "5", "5", "BMC-X", "--db-url", cli_db, "--yes")
     assert unknown.exit_code == 1
     assert "no user with e-mail nobody@example.test" in unknown.output
 

@@ -348,8 +348,9 @@ def test_rotate_reencrypts_old_rows(
         other = rotated.users.create(email=f"rotate-{uuid.uuid4().hex[:8]}@example.test")
         rotated.credentials.set("github", "gho_already_current", user_id=other.id)
         assert rotated.credentials.get_secret("github", user_id=user.id) == "gho_rotate_me"
-        assert rotated.credentials.rotate() == 2  # the two rows under the old key, not the current one
-        assert rotated.credentials.rotate() == 0
+        report = rotated.credentials.rotate()
+        assert (report.rotated, report.failed) == (2, [])  # the two rows under the old key, not the current one
+        assert (rotated.credentials.rotate().rotated, report.clean) == (0, True)
     with IdeaExpansion(settings=settings(new_key), backend="postgres", storage_dir=tmp_path) as fresh:
         assert fresh.credentials.get_secret("github", user_id=user.id) == "gho_rotate_me"
         assert fresh.credentials.get_secret("openai", user_id=user.id) == "sk-rotate-me"

@@ -534,3 +534,13 @@ def test_long_runs_send_a_heartbeat_short_ones_do_not(client: IdeaExpansion, pro
     result = beating.expand(user, idea_id=new_idea(client, user, "Another"), format="blog_post")
     assert sent == [Stage.JUDGE, Stage.CHOOSE_FORMAT, Stage.GENERATE, Stage.IMAGE, Stage.PERSIST]
     assert result.status == ExecutionStatus.COMPLETED
+
+
+def test_an_offline_blog_post_survives_a_word_longer_than_a_tag(client: IdeaExpansion, pipeline: Pipeline) -> None:
+    user = new_user(client)
+    idea = client.ideas.create(user_id=user, title=f"Why {'x' * 60} matters").id
+    result = pipeline.expand(user, idea_id=idea, format="blog_post")
+    assert result.status == ExecutionStatus.COMPLETED
+    content = result.content()
+    assert isinstance(content, BlogPostContent)
+    assert content.tags == ["matters"]

@@ -230,7 +230,7 @@ def test_finish_and_claim_refuse_a_run_that_holds_no_credit(own_client: IdeaExpa
         other = client.ideas.create(user_id=user, title="Free dinner").id
         started = client.expansions.start(user, idea_id=other, format="twitter_thread")
         with db.admin() as conn:
-            conn.execute("select private.settle_credit(%s, false)", (started.execution.id,))
+            conn.execute("select private.settle_credit(%s, %s, false)", (user, started.execution.id))
         with pytest.raises(ConflictError, match="holds no credit"):
             client.expansions.finish(started.execution.id, outcome)
         assert client.outputs.list(user_id=user) == []

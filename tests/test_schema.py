@@ -258,6 +258,7 @@ EXPECTED_EXECUTE = {
     "create_usage_for_new_user()": set(),
     "handle_auth_user_change()": set(),
     "enforce_execution_transition()": set(),
+    "enforce_credential_validation_status()": set(),
     "start_expansion(uuid,uuid,text,uuid,boolean,boolean)": {"service_role"},
     "claim_next_expansion(text)": {"service_role"},
     "record_expansion_stage(uuid,text)": {"service_role"},
@@ -269,10 +270,17 @@ EXPECTED_EXECUTE = {
     # private: helpers the API cannot reach; only the functions above (run as service_role) call them
     "private.lock_usage(uuid)": {"service_role"},
     "private.take_credit(uuid,uuid,boolean)": {"service_role"},
-    "private.settle_credit(uuid,boolean)": {"service_role"},
+    "private.settle_credit(uuid,uuid,boolean)": {"service_role"},
     "private.lock_execution(uuid)": {"service_role"},
     "private.running_execution(uuid,text)": {"service_role"},
     "private.guard_idea_in_flight()": set(),
+    "private.relink_profile(uuid,uuid)": set(),  # only the auth.users trigger links a profile
+    # money records and input limits: the helpers below run as the writer (CHECKs, a storage policy, triggers)
+    "private.email_digest(text)": {"service_role"},
+    "private.keep_financial_rows()": set(),
+    "private.jsonb_strings_within(jsonb,integer)": {"authenticated", "service_role"},
+    "private.texts_within(text[],integer)": {"authenticated", "service_role"},
+    "private.image_slot_free(text)": {"authenticated"},
     "refund_payment(uuid,text)": {"service_role"},
     "report_user_summary()": {"service_role"},
     "report_top_users(integer)": {"service_role"},

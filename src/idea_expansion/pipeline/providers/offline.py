@@ -114,7 +114,7 @@ class OfflineProvider:
         return BlogDraft(
             title=_clip(idea.title, 200),
             sections=sections,
-            tags=list(dict.fromkeys(w for w in words if len(w) > 3))[:5],
+            tags=list(dict.fromkeys(w for w in words if 3 < len(w) <= 40))[:5],  # BlogDraft: tags of 1-40
             meta_description=_clip(idea.description or idea.title, 160),
             social_post=_clip(f"New post: {idea.title}", 280),
         )
