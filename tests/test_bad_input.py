@@ -168,12 +168,7 @@ CHECK_CASES: dict[str, tuple[str, str]] = {
         "payment_receipts",
         "insert into public.payment_receipts (user_id, amount_usd, credits_purchased) values (%(user)s, 1, 0)",
     ),
-    "payment_receipts_bmc_reference_length": (
-        "payment_receipts",
-        "insert into public.payment_receipts (user_id, amount_usd, credits_purchased, bmc_reference) "
-        "values (%(user)s, 1, 1, '   ')",
-    ),
-    "payment_receipts_bmc_reference_trimmed": (
+    "payment_receipts_bmc_reference_format": (
         "payment_receipts",
         "insert into public.payment_receipts (user_id, amount_usd, credits_purchased, bmc_reference) "
         "values (%(user)s, 1, 1, ' BMC-1 ')",

@@ -137,9 +137,15 @@ def test_admin_commands_show_hostile_users_literally(cli_db: str) -> None:
     for (prefix, shown_email), (name, shown_name) in zip(itertools.cycle(EMAIL_VECTORS.items()), VECTORS.items()):
         email, _ = hostile_user(cli_db, prefix, name)
         printed_email = email.replace(prefix, shown_email, 1)
-        granted = run("admin", "grant-credits", "--db-url", cli_db, "--yes", "--", email, "2", "2.00", name, name)
+        # A hostile reference is refused by the database (ASCII letters, digits and . _ : / # - only), and
+        # the refusal, which quotes nothing of it, prints as one literal line; the notes carry the text.
+        refused = run("admin", "grant-credits", "--db-url", cli_db, "--yes", "--", email, "2", "2.00", name, name)
+        assert refused.exit_code == 1, (name, refused.output, refused.exception)
+        assert "a payment reference is 1-200 ASCII letters" in refused.output
+        reference = f"BMC-{uuid.uuid4().hex[:8]}"
+        granted = run("admin", "grant-credits", "--db-url", cli_db, "--yes", "--", email, "2", "2.00", reference, name)
         assert granted.exit_code == 0, (name, granted.output, granted.exception)
-        assert_literal(granted.output, f"✅ User found: {shown_name}", f"Reference:         {shown_name}", real_fakes=1)
+        assert_literal(granted.output, f"✅ User found: {shown_name}", f"Reference:         {reference}", real_fakes=1)
         assert f"User Email:        {printed_email}" in granted.output
         assert f"User:              {printed_email}" in granted.output
         usage = run("admin", "usage", "--db-url", cli_db, "--", email)
@@ -218,7 +224,7 @@ def test_reports_show_hostile_rows_literally_and_csv_cells_are_neutralised(cli_d
         for (prefix, shown_email), value in zip(itertools.cycle(EMAIL_VECTORS.items()), VECTORS):
             email, user_id = hostile_user(cli_db, prefix, value)
             emails[email] = email.replace(prefix, shown_email, 1)
-            client.credits.grant(user_id, 1, "1.00", f"{value}-{uuid.uuid4().hex[:6]}", notes=value)
+            client.credits.grant(user_id, 1, "1.00", f"BMC-{uuid.uuid4().hex[:8]}", notes=value)
             pipeline.expand(user_id, idea_id=add_idea(cli_db, user_id, value), format=OutputFormat.TWITTER_THREAD)
             with psycopg.connect(cli_db, autocommit=True) as conn:
                 conn.execute(
@@ -250,8 +256,10 @@ def test_reports_show_hostile_rows_literally_and_csv_cells_are_neutralised(cli_d
     for command in (["report", "failed"], ["report", "executions", "--limit", "1000"]):
         assert_literal(run(*command, "--db-url", cli_db).output, VECTORS["[/]"], VECTORS["\x1b[31mred\x1b[0m"])
     payments = parse_csv(ok("report", "payments", "--csv", "--db-url", cli_db))
-    references = {row["bmc_reference"] for row in payments}
-    assert any(ref.startswith("'=HYPERLINK(") for ref in references), references
+    # References can no longer carry hostile text (the database admits ASCII letters, digits and . _ : / # -).
+    references = {row["bmc_reference"] for row in payments if row["email"].lstrip("'") in emails}
+    assert references
+    assert all(re.fullmatch(r"BMC-[0-9a-f]{8}", ref) for ref in references), references
     assert all(row["amount_usd"] == "1.00" for row in payments if row["email"].lstrip("'") in emails)
 
 
@@ -263,11 +271,11 @@ def test_csv_neutralises_formula_cells_and_shows_control_characters(cli_db: str)
         "-2+3": "'-2+3",
         "@SUM(1)": "'@SUM(1)",
         "\t=1+1": "'\t=1+1",
-        "\r=1+1": "'\r=1+1",
+        "\r=1+1": "\\r=1+1",  # a carriage return would move a terminal's cursor: shown, so never a formula
         "\x1b[2J=1": "\\x1b[2J=1",
         "-5": "-5",  # a plain number is data, never a formula
         "a=b": "a=b",
-        "two\nlines": "two\nlines",
+        "two\nlines": "two\\nlines",  # a line break in a cell would draw a fake row in a terminal
     }
     for title in titles:
         add_idea(cli_db, user_id, title)

@@ -40,7 +40,7 @@ from idea_expansion.types.params import (
     parse_params,
 )
 
-from ._db import Db
+from ._db import Db, apply_request_context
 
 T = TypeVar("T", bound=BaseModel)
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -83,6 +83,31 @@ def test_a_reference_is_one_payment_trimmed_and_case_insensitive(db: Db) -> None
     assert (
         db.scalar("select count(*) from public.payment_receipts where lower(bmc_reference) = %s", (f"bmc-{tag}",)) == 1
     )
+
+
+def test_look_alike_references_are_refused_not_granted_again(db: Db, client: IdeaExpansion) -> None:
+    """One payment, one reference: Unicode look-alikes of it are refused, never a second grant."""
+    user = db.create_user()
+    tag = uuid.uuid4().hex[:8].upper()
+    first = grant(db, user, 5, "5.00", f"BMC-{tag}")
+    look_alikes = {
+        "no-break space": f"\u00a0BMC-{tag}",
+        "zero-width space": f"BMC-{tag}\u200b",
+        "full-width B": f"\uff22MC-{tag}",
+        "Cyrillic Ve": f"\u0412MC-{tag}",
+        "bidi override": f"\u202eBMC-{tag}",
+        "control character": f"BMC-{tag}\x01",
+        "a no-break space alone": "\u00a0",
+        "an inner space": f"BMC {tag}",
+    }
+    for what, reference in look_alikes.items():
+        error = refused(db, "select public.add_paid_credits(%s, 5, 5.00, %s, 'x', null)", (user, reference))
+        assert error.sqlstate == "22023", what
+        with pytest.raises(InvalidRequestError, match="reference"):
+            client.credits.grant(user, 5, "5.00", reference)
+    assert db.usage(user)["paid_credits_remaining"] == 5
+    assert receipts_of(db, user) == 1
+    assert grant(db, user, 5, "5.00", f" bmc-{tag.lower()}\t\n") == first  # ASCII blanks and case: the same one
 
 
 def test_a_blank_or_missing_reference_is_refused(db: Db, client: IdeaExpansion) -> None:
@@ -405,6 +430,11 @@ def test_blog_tags_are_bounded_by_the_database(db: Db, writer: uuid.UUID, post: 
     ):
         error = refused(db, update, (tags, post), role="authenticated", user=writer)
         assert (error.sqlstate, error.diag.constraint_name) == ("23514", constraint), str(tags)[:40]
+    # Arrays that are no list of tags: two dimensions, or counted from 0 (each would break every reader).
+    for literal in ("{{a,b},{c,d}}", "[0:1]={a,b}"):
+        error = refused(db, "update public.blog_posts set tags = %s::text[] where id = %s", (literal, post),
+                        role="authenticated", user=writer)
+        assert (error.sqlstate, error.diag.constraint_name) == ("23514", "blog_posts_tags_items_check"), literal
     assert db.scalar("select tags from public.blog_posts where id = %s", (post,)) == []
     at_limit = [f"{i:02d}" + "t" * (MAX_TAG_CHARS - 2) for i in range(MAX_TAGS)]
     with db.as_user(writer) as conn:
@@ -440,6 +470,15 @@ def test_a_user_stores_a_bounded_number_of_images(db: Db) -> None:
         conn.execute("delete from storage.objects where bucket_id = 'images' and name = %s", (f"{user}/1.png",))
         conn.execute(insert, (f"{user}/again.png", user))
     assert db.scalar("select count(*) from storage.objects where name like %s", (f"{user}/%",)) == MAX_IMAGES_PER_USER
+    # An older snapshot would miss uploads committed while it waited for the lock: refused outright.
+    with pytest.raises(psycopg.Error) as stale, db.pool.connection() as conn:
+        conn.execute("begin isolation level repeatable read")
+        try:
+            apply_request_context(conn, "authenticated", other)
+            conn.execute(insert, (f"{other}/snapshot.png", other))
+        finally:
+            conn.execute("rollback")
+    assert (stale.value.sqlstate, "read committed" in str(stale.value)) == ("55000", True)
 
 
 # -- a bounded prompt -----------------------------------------------------------------------------------

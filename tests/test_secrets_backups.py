@@ -278,6 +278,13 @@ def test_users_cannot_set_their_validation_status(db: Db, client: IdeaExpansion)
     with db.as_user(user) as conn:
         conn.execute("update public.credentials set encrypted_value = 'swapped' where user_id = %s", (user,))
     assert db.scalar("select validation_status from public.credentials where user_id = %s", (user,)) == "not_checked"
+    # Relabelled as another provider's secret: the verdict was about the other provider.
+    client.credentials.mark_validated("openai", True, user_id=user)
+    with db.as_user(user) as conn:
+        conn.execute("update public.credentials set provider = 'twitter' where user_id = %s", (user,))
+    assert db.scalar("select validation_status from public.credentials where user_id = %s", (user,)) == "not_checked"
+    with db.as_user(user) as conn:
+        conn.execute("update public.credentials set provider = 'openai' where user_id = %s", (user,))
     client.credentials.mark_validated("openai", True, user_id=user)
     again = view.credentials.set("openai", "sk-second")
     assert (again.validation_status, again.is_active) == (ValidationStatus.NOT_CHECKED, True)

@@ -23,8 +23,10 @@ begin
       detail = pg_catalog.format('credential for %s', new.provider),
       hint = 'Store the secret without validation_status (or with not_checked); the service records whether it is valid.';
   end if;
-  -- A verdict is about one secret: a user who replaces it gets "not checked", not the old verdict.
-  if tg_op = 'UPDATE' and new.encrypted_value is distinct from old.encrypted_value then
+  -- A verdict is about one secret for one provider: a user who replaces the secret, or relabels it as
+  -- another provider's, gets "not checked", not the old verdict.
+  if tg_op = 'UPDATE' and (new.encrypted_value is distinct from old.encrypted_value
+                           or new.provider is distinct from old.provider) then
     new.validation_status := 'not_checked';
   end if;
   return new;

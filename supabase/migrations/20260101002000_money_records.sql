@@ -48,12 +48,18 @@ update public.payment_receipts set bmc_reference = pg_catalog.btrim(bmc_referenc
  where bmc_reference <> pg_catalog.btrim(bmc_reference, E' \t\n\r\f\x0B');
 alter table public.payment_receipts drop constraint payment_receipts_bmc_reference_key;
 create unique index payment_receipts_bmc_reference_key on public.payment_receipts (lower(bmc_reference));
+-- A reference is plain ASCII: letters, digits and . _ : / # -. Unicode look-alikes (a no-break space, a
+-- zero-width space, a full-width or Cyrillic letter, a bidi override) would otherwise make one payment
+-- several "different" references. NOT VALID: rows from before this rule stay as they were.
+-- It subsumes the old length rule (1-200 characters after trimming), which goes.
 alter table public.payment_receipts
-  add constraint payment_receipts_bmc_reference_trimmed check (bmc_reference = btrim(bmc_reference, E' \t\n\r\f\x0B')),
+  drop constraint payment_receipts_bmc_reference_length,
+  add constraint payment_receipts_bmc_reference_format check (bmc_reference ~ '^[A-Za-z0-9._:/#-]{1,200}$') not valid,
   add constraint payment_receipts_credits_purchased_max check (credits_purchased <= 100000);
 
 comment on column public.payment_receipts.bmc_reference is
-  'Buy Me a Coffee reference, stored trimmed; unique ignoring case, so a payment is granted once.';
+  'Payment reference (e.g. Buy Me a Coffee''s): ASCII letters, digits and . _ : / # -, stored trimmed; unique '
+  'ignoring case, so a payment is granted once.';
 
 -- bounded balances --------------------------------------------------------------------------------------------
 alter table public.usage_tracking
@@ -179,6 +185,14 @@ begin
       errcode = '22023',
       message = 'a payment reference is required (not blank)',
       hint = 'Pass the Buy Me a Coffee reference: it is what makes a retried grant a no-op.';
+  end if;
+  if v_reference !~ '^[A-Za-z0-9._:/#-]{1,200}$' then
+    raise exception using
+      errcode = '22023',
+      message = 'a payment reference is 1-200 ASCII letters, digits and . _ : / # -',
+      detail = 'Look-alike characters (a no-break or zero-width space, a full-width or Cyrillic letter) would let '
+               'one payment be granted twice under "different" references.',
+      hint = 'Copy the reference exactly as the payment provider shows it, e.g. BMC-12345.';
   end if;
   if not exists (select 1 from public.users u where u.id = p_user_id) then
     raise exception using

@@ -39,13 +39,18 @@ immutable
 security invoker
 set search_path = ''
 as $$
-  select not exists (
-    select 1 from pg_catalog.unnest(p_items) as t(item)
-     where t.item is null or pg_catalog.char_length(t.item) > p_max_chars or t.item !~ '[^[:space:]]');
+  -- One dimension, counted from 1: a 2-D array passes unnest() and cardinality() yet is no list of tags,
+  -- and one such row would break every reader of the table (each expects a list of strings).
+  select coalesce(pg_catalog.array_ndims(p_items), 1) = 1
+     and coalesce(pg_catalog.array_lower(p_items, 1), 1) = 1
+     and not exists (
+       select 1 from pg_catalog.unnest(p_items) as t(item)
+        where t.item is null or pg_catalog.char_length(t.item) > p_max_chars or t.item !~ '[^[:space:]]');
 $$;
 
 comment on function private.texts_within(text[], integer) is
-  'True when every element of a text array is non-null, non-blank and at most p_max_chars characters.';
+  'True when a text array is one-dimensional (from 1) and every element is non-null, non-blank and at most '
+  'p_max_chars characters.';
 revoke all on function private.texts_within(text[], integer) from public, anon, authenticated;
 grant execute on function private.texts_within(text[], integer) to authenticated, service_role;
 
@@ -73,6 +78,14 @@ security invoker
 set search_path = ''
 as $$
 begin
+  -- The count must see uploads committed while this one waited for the lock: only a statement snapshot
+  -- (read committed, what PostgREST and Storage use) does; an older transaction snapshot would not.
+  if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
+    raise exception using
+      errcode = '55000',
+      message = 'uploads to the images bucket run at read committed isolation',
+      hint = 'The per-user object cap is counted under a lock; an older snapshot would miss other uploads.';
+  end if;
   perform pg_catalog.pg_advisory_xact_lock(2026010121, pg_catalog.hashtext(p_folder));
   return (select count(*) from storage.objects o
            where o.bucket_id = 'images' and o.name like p_folder || '/%') < 1000;
@@ -104,8 +117,7 @@ comment on column public.executions.idempotency_key is
 alter table public.credit_charges drop constraint credit_charges_idempotency_key_key;
 alter table public.credit_charges
   add constraint credit_charges_user_id_idempotency_key_key unique (user_id, idempotency_key);
--- A run's charge is found by its execution id alone (settle, claim, the transition trigger).
-create index idx_credit_charges_idempotency_key on public.credit_charges (idempotency_key);
+-- A run's charge is found by (user, execution id) too (settle, claim, the transition trigger): this index.
 
 comment on column public.credit_charges.idempotency_key is
   'The execution id for a run''s credit, or a caller''s key; unique per user, so a repeat is a no-op.';

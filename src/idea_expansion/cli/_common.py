@@ -51,7 +51,9 @@ def debug_enabled() -> bool:
 # bidirectional overrides and isolates that reorder how a line reads ("Trojan Source").
 _UNSAFE_INLINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _UNSAFE_BLOCK = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # keeps tab and LF
-_UNSAFE_CSV = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # keeps tab, LF, CR
+# Every control character but tab: a CR or LF inside a quoted cell is valid CSV, but printed to a terminal it
+# moves the cursor, so a crafted title could overwrite a row or draw a fake one. Shown as escapes instead.
+_UNSAFE_CSV = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -133,7 +135,7 @@ def emit(
 
     CSV cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) get a
     leading `'` (OWASP's advice); a plain number such as `-5` or `2.50` is data, never a formula, and is
-    left as it is. Terminal control characters other than tab and line breaks (which CSV quotes) are
+    left as it is. Control characters other than tab (line breaks included: in a terminal they move the cursor) are
     written as escapes, as on screen: CSV is often read in a terminal. JSON escapes them itself."""
     records = [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in rows]
     if as_json:
