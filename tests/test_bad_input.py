@@ -19,6 +19,7 @@ LONG = "x" * 10001
 # constraint name -> (table, statement run as service_role; placeholders from the `rows` fixture)
 CHECK_CASES: dict[str, tuple[str, str]] = {
     "users_email_format": ("users", "insert into public.users (email) values ('not-an-email')"),
+    "users_email_ascii": ("users", "insert into public.users (email) values ('k\u00e5te@example.test')"),
     "users_name_length": ("users", "update public.users set name = repeat('n', 201) where id = %(user)s"),
     "users_timezone_length": ("users", "update public.users set timezone = '' where id = %(user)s"),
     "ideas_status_check": (

@@ -30,11 +30,13 @@ from idea_expansion import (
     ConfigurationError,
     ConflictError,
     IdeaExpansion,
+    InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
     Settings,
     generate_key,
 )
+from idea_expansion.backends.rest import RestBackend
 from idea_expansion.local import find_project, reset
 from idea_expansion.local.migrations import migrate
 from idea_expansion.local.project import SupabaseProject
@@ -60,7 +62,7 @@ def address(prefix: str = "id") -> str:
 
 
 def auth_sign_up(
-    db: Db, user_id: uuid.UUID, email: str, *, confirmed: bool, meta: dict[str, str] | None = None
+    db: Db, user_id: uuid.UUID, email: str | None, *, confirmed: bool, meta: dict[str, str] | None = None
 ) -> None:
     """What Supabase Auth (as supabase_auth_admin) writes for a sign-up: with confirmations on, an
     e-mail sign-up is unconfirmed until the link is clicked; a GitHub sign-in with a verified address
@@ -74,10 +76,25 @@ def auth_sign_up(
         )
 
 
-def auth_confirm(db: Db, user_id: uuid.UUID) -> None:
-    """The confirmation link was clicked."""
+def auth_confirm(db: Db, user_id: uuid.UUID, *, email: str | None = None) -> list[str]:
+    """The confirmation link was clicked (`email`: a change to this address was confirmed). Returns the
+    warnings the database raised, which Postgres writes to its log."""
+    warnings: list[str] = []
+
+    def collect(notice: psycopg.errors.Diagnostic) -> None:
+        if notice.severity_nonlocalized == "WARNING":
+            warnings.append(f"{notice.message_primary} {notice.message_hint}")
+
     with db.request("supabase_auth_admin") as conn:
-        conn.execute("update auth.users set email_confirmed_at = now() where id = %s", (user_id,))
+        conn.add_notice_handler(collect)
+        try:
+            conn.execute(
+                "update auth.users set email = coalesce(%s, email), email_confirmed_at = now() where id = %s",
+                (email, user_id),
+            )
+        finally:
+            conn.remove_notice_handler(collect)
+    return warnings
 
 
 def owned_rows(db: Db, user_id: uuid.UUID) -> dict[str, int]:
@@ -118,6 +135,65 @@ def test_a_squatter_never_gets_the_victims_profile_token_or_credits(client: Idea
         }
     assert seen == dict.fromkeys(seen, 0)
     assert client.for_user(victim.id).credentials.get_secret("github") == "gho_victims_token"
+
+
+def test_a_sign_up_older_than_the_profile_never_takes_it_when_confirmed(client: IdeaExpansion, db: Db) -> None:
+    """F2: Supabase Auth keeps the first registrant's password when the address signs up again, and a
+    confirmation never changes it. So a squatter's pending sign-up, confirmed later by the owner's click,
+    must not take the profile (credits, ideas, receipts) the service made for the owner after it: the
+    confirmation succeeds and that auth user stays without a profile, with a warning in the log."""
+    victim_email = address("gh-victim")
+    squatter = uuid.uuid4()
+    auth_sign_up(db, squatter, victim_email, confirmed=False)  # the squatter's password
+    victim = client.users.sign_in_with_github(email=victim_email, login="victim", access_token="gho_victim")
+    client.credits.grant(victim_email, 50, "50.00", f"BMC-{uuid.uuid4().hex[:8]}")
+    client.ideas.create(user_id=victim.id, title="The victim's idea")
+    before = owned_rows(db, victim.id)
+
+    warnings = auth_confirm(db, squatter)  # the victim clicks the (resent) confirmation link
+
+    assert db.scalar("select id from public.users where email = %s", (victim_email,)) == victim.id
+    assert owned_rows(db, victim.id) == before
+    assert db.usage(victim.id)["paid_credits_remaining"] == 50
+    assert db.scalar("select count(*) from public.users where id = %s", (squatter,)) == 0
+    with db.as_user(squatter) as conn:
+        for table in ("users", "ideas", "credentials", "usage_tracking", "payment_receipts"):
+            assert conn.execute(f"select count(*) from public.{table}").fetchone() == (0,), table
+    assert any(str(squatter) in w and str(victim.id) in w for w in warnings), warnings
+
+    # Same when an auth user that predates the profile (phone-only here) adds the address to itself.
+    phone_user = uuid.uuid4()
+    auth_sign_up(db, phone_user, None, confirmed=False)
+    owner = client.users.create(email=address("added"))
+    assert auth_confirm(db, phone_user, email=owner.email)
+    assert db.scalar("select id from public.users where email = %s", (owner.email,)) == owner.id
+    assert db.scalar("select count(*) from public.users where id = %s", (phone_user,)) == 0
+
+
+def test_addresses_are_ascii_so_no_look_alike_reaches_another_profile(client: IdeaExpansion, db: Db) -> None:
+    """lower() folds the Kelvin sign (U+212A) onto k and the dotted capital I (U+0130) onto i: a
+    sign-up with such an address took the ASCII address's profile on confirmation."""
+    for plain, look_alike in (("kate", "\u212aate"), ("ivy", "\u0130vy")):
+        email = address(plain)
+        owner = client.users.create(email=email)
+        spoof = look_alike + email[len(plain) :]
+        with pytest.raises(InvalidRequestError, match="ASCII"):
+            client.users.create(email=spoof)
+        with pytest.raises(InvalidRequestError, match="ASCII"):
+            client.users.sign_in_with_github(email=spoof, login="spoof", access_token="gho_spoof")
+        pending, arriving = uuid.uuid4(), uuid.uuid4()  # both after the profile: only the address differs
+        auth_sign_up(db, pending, spoof, confirmed=False)
+        with pytest.raises(psycopg.Error) as refused:
+            auth_confirm(db, pending)
+        assert refused.value.sqlstate == "23514"
+        with pytest.raises(psycopg.Error) as refused:
+            auth_sign_up(db, arriving, spoof, confirmed=True)
+        assert refused.value.sqlstate == "23514"
+        assert db.scalar("select id from public.users where email = %s", (email,)) == owner.id
+        assert db.scalar("select count(*) from public.credentials where user_id = %s", (owner.id,)) == 0
+    with pytest.raises(psycopg.Error) as refused, db.as_service() as conn:
+        conn.execute("insert into public.users (email) values (%s)", (address("k\u00e5te"),))
+    assert refused.value.diag.constraint_name == "users_email_ascii"
 
 
 # -- one person, one id ------------------------------------------------------------------------------
@@ -213,7 +289,8 @@ def test_a_profile_of_another_auth_identity_is_never_merged(db: Db) -> None:
 
 def test_the_migration_detaches_profiles_of_unconfirmed_sign_ups(fresh_database, project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Profiles the old trigger gave to unconfirmed sign-ups leave that identity (with what the service
-    merged into them by e-mail) and return to whoever confirms the address."""
+    merged into them by e-mail). That identity is older than the detached profile, so its confirmation
+    (perhaps the owner's click on a squatter's sign-up) never takes it back; a newer sign-up's does."""
     before = SupabaseProject(tmp_path / "supabase")
     before.migrations_dir.mkdir(parents=True)
     for migration in project.migrations():
@@ -235,9 +312,16 @@ def test_the_migration_detaches_profiles_of_unconfirmed_sign_ups(fresh_database,
                 (squatter,),
             )
         assert db.scalar("select id from public.users where email = %s", (email,)) == squatter
+        legacy_unicode = db.create_user(address("k\u00e5te"))  # allowed before: kept, the check not validated
 
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn, find_project(project.root))
+
+        assert db.scalar("select count(*) from public.users where id = %s", (legacy_unicode,)) == 1
+        assert db.scalar("select convalidated from pg_constraint where conname = 'users_email_ascii'") is False
+        with pytest.raises(psycopg.Error) as refused, db.as_service() as conn:
+            conn.execute("insert into public.users (email) values (%s)", (address("n\u00e9w"),))
+        assert refused.value.diag.constraint_name == "users_email_ascii"
 
         detached = db.scalar("select id from public.users where email = %s", (email,))
         assert detached not in (None, squatter)
@@ -246,8 +330,17 @@ def test_the_migration_detaches_profiles_of_unconfirmed_sign_ups(fresh_database,
         assert db.scalar("select count(*) from public.credentials where user_id = %s", (detached,)) == 0
         assert db.scalar("select id from public.users where email = %s", (confirmed_email,)) == confirmed
 
-        auth_confirm(db, squatter)  # whoever confirms the address owns its profile
-        assert db.scalar("select id from public.users where email = %s", (email,)) == squatter
+        assert auth_confirm(db, squatter)  # a warning: not linked
+        assert db.scalar("select id from public.users where email = %s", (email,)) == detached
+        assert db.scalar("select count(*) from public.users where id = %s", (squatter,)) == 0
+
+        with db.request("supabase_auth_admin") as conn:  # the documented remedy: delete that auth user ...
+            conn.execute("delete from auth.users where id = %s", (squatter,))
+        owner = uuid.uuid4()  # ... and the person signs up again
+        auth_sign_up(db, owner, email, confirmed=False)
+        assert auth_confirm(db, owner) == []
+        assert db.scalar("select id from public.users where email = %s", (email,)) == owner
+        assert db.scalar("select count(*) from public.ideas where user_id = %s", (owner,)) == 1
     finally:
         db.close()
 
@@ -304,6 +397,20 @@ def profile(user_id: uuid.UUID, email: str, name: str | None, timezone: str = "U
     }
 
 
+def credential(user_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "user_id": str(user_id),
+        "provider": "github",
+        "is_active": True,
+        "validation_status": "not_checked",
+        "last_validated_at": None,
+        "created_at": NOW,
+        "updated_at": NOW,
+        "encrypted_value": "{}",
+    }
+
+
 # GoTrue answers clients that send X-Supabase-Api-Version (supabase-py does) in this shape.
 EMAIL_EXISTS = httpx.Response(
     422,
@@ -351,14 +458,72 @@ def test_rest_create_makes_the_supabase_auth_user_first(api: respx.MockRouter, r
     assert json.loads(patch.calls.last.request.content) == {"name": "Ada", "timezone": "Europe/Paris"}
 
 
-def test_rest_create_of_a_taken_address_is_a_conflict_and_writes_nothing(
+def test_rest_create_of_a_confirmed_address_is_a_conflict_and_writes_nothing(
     api: respx.MockRouter, rest: IdeaExpansion
 ) -> None:
     api.post("/auth/v1/admin/users").mock(return_value=EMAIL_EXISTS)
+    holder = auth_user(uuid.uuid4(), "ada@example.com", "Ada")
+    api.get("/auth/v1/admin/users").respond(200, json={"users": [holder], "aud": "authenticated"})
     with pytest.raises(ConflictError, match="already been registered") as taken:
         rest.users.create(email="ada@example.com")
     assert taken.value.code == "23505"  # as on direct Postgres
-    assert [call.request.url.path for call in api.calls] == ["/auth/v1/admin/users"]
+    assert [(call.request.method, call.request.url.path) for call in api.calls] == [
+        ("POST", "/auth/v1/admin/users"),
+        ("GET", "/auth/v1/admin/users"),
+    ]
+
+
+def pending_auth_user(user_id: uuid.UUID, email: str, *, full_name: str | None = None) -> dict[str, Any]:
+    """How GoTrue lists an unconfirmed e-mail sign-up (email_confirmed_at is omitted while null)."""
+    user = auth_user(user_id, email, None)
+    for key in ("email_confirmed_at", "confirmed_at"):
+        del user[key]
+    user["confirmation_sent_at"] = NOW
+    user["user_metadata"] = {"full_name": full_name} if full_name else {}
+    return user
+
+
+def test_rest_an_address_the_service_vouches_for_replaces_a_pending_sign_up(
+    api: respx.MockRouter, rest: IdeaExpansion
+) -> None:
+    """F2 on REST: a squatter's unconfirmed sign-up holds the address (with the squatter's password,
+    which Supabase Auth keeps). The service vouches for the address, so that sign-up is deleted and the
+    person is created confirmed: the owner's later click has nothing left to confirm. Look-alike
+    accounts the listing also returns (its filter is a substring match on the address and on the
+    full_name anyone may set) are left alone."""
+    email = "gh-victim@example.com"
+    squatter, decoy, confirmed_other, person = (uuid.uuid4() for _ in range(4))
+    api.get("/rest/v1/users").respond(200, json=[])  # no profile holds the address
+    admin = api.post("/auth/v1/admin/users").mock(
+        side_effect=[EMAIL_EXISTS, httpx.Response(200, json=auth_user(person, email, "victim"))]
+    )
+    listing = api.get("/auth/v1/admin/users").respond(
+        200,
+        json={
+            "users": [
+                pending_auth_user(decoy, "attacker@example.com", full_name=email),
+                auth_user(confirmed_other, "x-gh-victim@example.com", None),
+                pending_auth_user(squatter, email),
+            ],
+            "aud": "authenticated",
+        },
+    )
+    removed = api.delete(url__regex=r"/auth/v1/admin/users/.+").respond(200, json={})
+    api.post("/rest/v1/users").respond(201, json=[profile(person, email, "victim")])
+    api.post("/rest/v1/credentials").respond(201, json=[credential(person)])
+
+    user = rest.users.sign_in_with_github(email=email, login="victim", access_token="gho_victim")
+
+    assert user.id == person
+    assert listing.calls.last.request.url.params["filter"] == email
+    assert [call.request.url.path for call in removed.calls] == [f"/auth/v1/admin/users/{squatter}"]
+    assert [json.loads(call.request.content)["email_confirm"] for call in admin.calls] == [True, True]
+
+    # users.create does the same.
+    admin.side_effect = [EMAIL_EXISTS, httpx.Response(200, json=auth_user(person, email, None))]
+    api.patch("/rest/v1/users").respond(200, json=[profile(person, email, None)])
+    assert rest.users.create(email=email).id == person
+    assert removed.call_count == 2
 
 
 def test_rest_create_undoes_the_auth_user_when_the_profile_step_fails(
@@ -382,22 +547,7 @@ def test_rest_sign_in_creates_new_people_through_auth_and_merges_none(
     )
     admin = api.post("/auth/v1/admin/users").respond(200, json=auth_user(auth_id, "octo@example.com", "octocat"))
     upsert = api.post("/rest/v1/users").respond(201, json=[profile(auth_id, "octo@example.com", "octocat")])
-    api.post("/rest/v1/credentials").respond(
-        201,
-        json=[
-            {
-                "id": str(uuid.uuid4()),
-                "user_id": str(auth_id),
-                "provider": "github",
-                "is_active": True,
-                "validation_status": "not_checked",
-                "last_validated_at": None,
-                "created_at": NOW,
-                "updated_at": NOW,
-                "encrypted_value": "{}",
-            }
-        ],
-    )
+    api.post("/rest/v1/credentials").respond(201, json=[credential(auth_id)])
     assert rest.users.sign_in_with_github(email="Octo@Example.com", login="octocat", access_token="gho_x").id == auth_id
     assert json.loads(admin.calls.last.request.content)["email_confirm"] is True
     assert upsert.calls.last.request.url.params["on_conflict"] == "email"
@@ -405,12 +555,36 @@ def test_rest_sign_in_creates_new_people_through_auth_and_merges_none(
     rest.users.sign_in_with_github(email="octo@example.com", login="octocat", access_token="gho_y")
     assert (lookup.call_count, admin.call_count) == (2, 1)
 
-    # Someone holds the address in Supabase Auth without a profile (an unconfirmed sign-up): the sign-in
-    # makes a profile of its own, which the address's confirmation later links; it never merges.
-    lookup.side_effect = None
-    lookup.return_value = httpx.Response(200, json=[])
-    api.post("/auth/v1/admin/users").mock(return_value=EMAIL_EXISTS)
-    rest.users.sign_in_with_github(email="taken@example.com", login="octocat", access_token="gho_z")
+
+def test_rest_the_auth_holder_of_an_address_is_found_past_any_number_of_look_alikes(
+    api: respx.MockRouter, rest: IdeaExpansion
+) -> None:
+    """Anyone may put someone else's address into their own full_name, which GoTrue's filter matches:
+    a first page full of such accounts must not hide the holder, and too many must not be guessed past."""
+    email, holder = "ada@example.com", uuid.uuid4()
+    decoys = [pending_auth_user(uuid.uuid4(), f"d{i}@example.com", full_name=email) for i in range(100)]
+    listing = api.get("/auth/v1/admin/users").mock(
+        side_effect=[
+            httpx.Response(200, json={"users": decoys, "aud": "authenticated"}),
+            httpx.Response(200, json={"users": [pending_auth_user(holder, email)], "aud": "authenticated"}),
+        ]
+    )
+    backend = rest.backend
+    assert isinstance(backend, RestBackend)
+    assert backend.find_auth_user(email) == (holder, False)
+    sent = [call.request for call in listing.calls]
+    assert [r.url.params["page"] for r in sent] == ["1", "2"]
+    assert sent[0].headers["authorization"] == "Bearer service-role-key"
+
+    listing.side_effect = None
+    listing.return_value = httpx.Response(200, json={"users": decoys, "aud": "authenticated"})
+    with pytest.raises(ConflictError, match="more than 2000"):
+        backend.find_auth_user(email)
+    listing.return_value = httpx.Response(200, json={"users": [], "aud": "authenticated"})
+    assert backend.find_auth_user(email) is None
+    listing.return_value = httpx.Response(401, json={"code": "no_authorization", "message": "invalid key"})
+    with pytest.raises(AuthenticationError):
+        backend.find_auth_user(email)
 
 
 def test_rest_user_clients_cannot_create_users(api: respx.MockRouter, rest: IdeaExpansion) -> None:
@@ -603,6 +777,42 @@ def test_jwks_configuration_problems_are_clear(database_url: str, keys: dict[str
             sdk.for_access_token(token)
 
 
+REST_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"  # the `rest` fixture's
+
+
+def test_rest_access_tokens_are_verified_before_their_user_id_is_trusted(
+    api: respx.MockRouter, rest: IdeaExpansion, keys: dict[str, Signer]
+) -> None:
+    """F7: the Supabase API verifies a token on every request, but `view.scope.user_id` is read before
+    any request: application code that trusts it for service-role calls must not get a forged id."""
+    victim = uuid.uuid4()
+    api.get("/auth/v1/.well-known/jwks.json").respond(200, json=json.loads(jwks(keys["ec"])))
+    claims = {"sub": str(victim), "role": "authenticated", "aud": "authenticated", "exp": int(time.time()) + 60}
+    for genuine in (jwt.encode(claims, REST_SECRET), keys["ec"].token(victim)):
+        view = rest.for_access_token(genuine)
+        assert (view.scope.user_id, view.scope.access_token) == (victim, genuine)
+    forged = {
+        "signed with the wrong key": jwt.encode(claims, "not-the-project-secret-but-long-enough-0123"),
+        "expired": jwt.encode(claims | {"exp": int(time.time()) - 10}, REST_SECRET),
+        "no exp": jwt.encode({k: v for k, v in claims.items() if k != "exp"}, REST_SECRET),
+        "a key not in the JWKS": keys["ec-rotated"].token(victim),
+        "same kid, another key": keys["ec-impostor"].token(victim),
+        "alg none": jwt.encode(claims, None, "none"),
+    }
+    for what, token in forged.items():
+        with pytest.raises(AuthenticationError) as refused:
+            rest.for_access_token(token)
+        assert refused.value.code == "PGRST301", what
+    assert {call.request.url.path for call in api.calls} == {"/auth/v1/.well-known/jwks.json"}
+
+    # Without SUPABASE_JWT_SECRET a legacy HS256 token cannot be verified here: refused, never trusted.
+    settings = rest.settings.model_copy(update={"supabase_jwt_secret": None})
+    with IdeaExpansion(settings=settings, httpx_client=httpx.Client(timeout=5)) as no_secret:
+        with pytest.raises(AuthenticationError, match="SUPABASE_JWT_SECRET"):
+            no_secret.for_access_token(jwt.encode(claims, REST_SECRET))
+        assert no_secret.for_access_token(keys["ec"].token(victim)).scope.user_id == victim
+
+
 def test_rest_delete_removes_the_supabase_auth_user_so_the_address_is_free_again(
     api: respx.MockRouter, rest: IdeaExpansion
 ) -> None:
@@ -622,3 +832,15 @@ def test_rest_delete_removes_the_supabase_auth_user_so_the_address_is_free_again
     api.delete("/rest/v1/users").respond(200, json=[])
     with pytest.raises(NotFoundError):
         rest.users.delete(profile_only)  # neither an Auth user nor a profile
+
+
+def test_service_lookups_by_address_never_fold_a_look_alike_onto_someone(client: IdeaExpansion) -> None:
+    kate = client.users.create(email=f"kate-{uuid.uuid4().hex[:6]}@example.com")
+    look_alike = "\u212a" + kate.email[1:]  # the Kelvin sign: Python lower-cases it to "k"
+    assert look_alike.lower() == kate.email
+    with pytest.raises(NotFoundError):
+        client.users.get_by_email(look_alike)
+    with pytest.raises(NotFoundError):
+        client.credits.grant(look_alike, 5, "5.00", f"BMC-{uuid.uuid4().hex[:8]}")
+    assert client.credits.balance(kate.id).paid_credits_remaining == 0
+    assert client.users.get_by_email(f"  {kate.email.upper()} ").id == kate.id  # case and blanks still match

@@ -118,8 +118,8 @@ def test_user_client_sends_anon_key_and_a_short_lived_user_jwt(api: respx.MockRo
 
 
 def test_access_token_is_passed_through(api: respx.MockRouter, client: IdeaExpansion) -> None:
-    token = jwt.encode(
-        {"sub": str(USER), "role": "authenticated", "aud": "authenticated"}, "a-key-only-supabase-auth-knows-0123456789"
+    token = jwt.encode(  # verified first (the project's JWT secret), then sent as it is
+        {"sub": str(USER), "role": "authenticated", "aud": "authenticated", "exp": int(time.time()) + 60}, JWT_SECRET
     )
     route = api.get("/rest/v1/ideas").mock(return_value=httpx.Response(200, json=[]))
     client.for_access_token(token).ideas.list()

@@ -7,13 +7,12 @@ import functools
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
-from uuid import UUID
 
 import httpx
 from supabase import Client as SupabaseClient
 
 from ._exceptions import ConfigurationError
-from ._jwt import JwksKeys, jwks_url_for, read_user_id, verify_user_token
+from ._jwt import JwksKeys, jwks_url_for, verify_user_token
 from ._settings import Settings
 from .backends._base import Backend, Scope
 from .backends.postgres import PostgresBackend
@@ -125,22 +124,22 @@ class IdeaExpansion:
     def for_access_token(self, access_token: str) -> IdeaExpansion:
         """A client acting as the holder of a Supabase Auth access token.
 
-        Through the Supabase API the token is passed on and the API verifies it. On direct Postgres
-        nothing stands in between, so it is verified here: legacy HS256 tokens with SUPABASE_JWT_SECRET,
-        ES256/RS256 tokens (Supabase's asymmetric signing keys) with the project's JWKS (SUPABASE_JWKS,
-        else fetched from SUPABASE_JWKS_URL, by default `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`).
+        The token is verified here on both backends, before its user id reaches `scope.user_id`:
+        legacy HS256 tokens with SUPABASE_JWT_SECRET, ES256/RS256 tokens (Supabase's asymmetric signing
+        keys) with the project's JWKS (SUPABASE_JWKS, else fetched from SUPABASE_JWKS_URL, by default
+        `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`). Through the Supabase API the token is then
+        passed on, and the API verifies it again on every request; but code that trusts the view's
+        `scope.user_id` (say, for service-role calls on that user's behalf) never sees a forged or
+        expired token's claim. A token this configuration cannot verify is refused, never trusted.
 
         Raises:
-            AuthenticationError: the token is malformed, forged, expired or not a user's.
-            ConfigurationError: direct Postgres with no JWT secret and no JWKS to verify it with.
+            AuthenticationError: the token is malformed, forged, expired or not a user's, or an HS256
+                token arrives without SUPABASE_JWT_SECRET.
+            ConfigurationError: no JWT secret and no JWKS to verify it with.
         """
+        secret = _secret(self.settings.supabase_jwt_secret) or None  # an empty secret verifies nothing
+        user_id = verify_user_token(access_token, secret=secret, jwks=self._shared.jwks)
         direct = isinstance(self.backend, PostgresBackend)
-        user_id: UUID
-        if direct:
-            secret = _secret(self.settings.supabase_jwt_secret) or None  # an empty secret verifies nothing
-            user_id = verify_user_token(access_token, secret=secret, jwks=self._shared.jwks)
-        else:
-            user_id = read_user_id(access_token)
         return self._view(Scope("authenticated", user_id=user_id, access_token=None if direct else access_token))
 
     def anonymous(self) -> IdeaExpansion:

@@ -1,7 +1,11 @@
 """User access tokens: minting short-lived ones (HS256 with the project's JWT secret, as Supabase Auth's
 legacy secret signs them) and verifying the ones Supabase Auth issues, signed either with that legacy
 secret (HS256) or with the project's asymmetric signing keys (ES256, RS256), whose public halves Supabase
-Auth publishes as a JWKS at `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`."""
+Auth publishes as a JWKS at `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`.
+
+There is deliberately no way to read a token's user without verifying it: a claim read that way ends
+up trusted somewhere (an id passed on to service-role calls), whatever the API later does with the
+token."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import jwt
 
 from ._exceptions import AuthenticationError, ConfigurationError, ConnectionError, TimeoutError
 
-__all__ = ["ASYMMETRIC_ALGORITHMS", "JwksKeys", "jwks_url_for", "mint_user_token", "read_user_id", "verify_user_token"]
+__all__ = ["ASYMMETRIC_ALGORITHMS", "JwksKeys", "jwks_url_for", "mint_user_token", "verify_user_token"]
 
 ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
 """The asymmetric algorithms Supabase Auth signs with (ECC P-256 and RSA keys)."""
@@ -198,16 +202,6 @@ def verify_user_token(token: str, *, secret: str | None, jwks: JwksKeys | None) 
         )
     except jwt.ExpiredSignatureError:
         raise AuthenticationError("the access token has expired", code=_CODE) from None
-    except jwt.PyJWTError as exc:
-        raise AuthenticationError(f"invalid access token: {exc}", code=_CODE) from None
-    return _user_id(claims)
-
-
-def read_user_id(token: str) -> UUID:
-    """The user a token says it is for, without verifying it: only for a token that goes on to the
-    Supabase API, which verifies it on every request."""
-    try:
-        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
         raise AuthenticationError(f"invalid access token: {exc}", code=_CODE) from None
     return _user_id(claims)

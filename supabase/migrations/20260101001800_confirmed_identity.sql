@@ -10,10 +10,26 @@
 --   * a profile the service created (no auth identity: users.create on direct Postgres, the seed, an
 --     externally minted JWT) is linked to the auth user that confirms its address by taking the auth
 --     id: every foreign key that carries a user id cascades the change;
+--   * but never to an auth user created before the profile. Supabase Auth keeps the FIRST registrant's
+--     password when an address signs up again, and a confirmation does not change it: an auth user that
+--     already existed when the service vouched for the address may be a squatter's pending sign-up (or
+--     a squatter's older account adding the address), which the owner's click would confirm. Such a
+--     confirmation still succeeds, but that auth user gets no profile, and a WARNING naming both ids
+--     goes to the Postgres log. To give the person their profile, delete that auth user: their next
+--     sign-up is newer than the profile and its confirmation links it. (On REST the service never lets
+--     it come to this: vouching for an address deletes a pending sign-up that holds it.) The comparison
+--     is between Supabase Auth's clock (auth.users.created_at) and the database's: they agree to
+--     milliseconds on a Supabase project;
+--   * addresses are ASCII (users_email_ascii): lower() folds some non-ASCII letters onto ASCII ones
+--     (the Kelvin sign U+212A onto k, the dotted capital I U+0130 onto i), so a look-alike address
+--     would reach another person's profile. A confirmed non-ASCII auth address fails (23514), and
+--     addresses are lower-cased in the C collation (ASCII letters only, whatever the database locale);
 --   * a profile that belongs to another auth identity is never merged: the sign-up or confirmation
 --     fails (23505), which Supabase Auth reports as "Database error saving new user";
 --   * profiles the old trigger gave to unconfirmed sign-ups are detached from them (re-keyed to a
---     fresh id) and go to whoever confirms the address.
+--     fresh id, dated from the detachment, since the service may have merged into them what it vouched
+--     for by e-mail): the auth user they are detached from is older, so it never takes them back; a
+--     newer sign-up that confirms the address does.
 -- Stored credentials are sealed to the profile id (AES-GCM associated data), so a re-keyed profile
 -- loses them and the person stores them again (users.sign_in_with_github does for GitHub). Files in
 -- the images bucket keep their paths (and public URLs) under the old id.
@@ -66,6 +82,28 @@ alter table public.credit_charges
 
 -- (executions' transition trigger allows exactly one owner change: this cascade, once the old id is gone.)
 
+-- Addresses: ASCII -------------------------------------------------------------------------------------
+-- Checked for new and changed rows at once; validated for existing rows unless some are not ASCII (a
+-- database that predates the rule), which are then reported and left as they are.
+alter table public.users
+  add constraint users_email_ascii check (email ~ '^[\x01-\x7f]+$') not valid;
+do $ascii$
+declare
+  v_count bigint;
+begin
+  select count(*) into v_count from public.users u where u.email !~ '^[\x01-\x7f]+$';
+  if v_count = 0 then
+    alter table public.users validate constraint users_email_ascii;
+  else
+    raise warning using
+      message = pg_catalog.format('%s profile(s) have a non-ASCII e-mail address; users_email_ascii is not validated', v_count),
+      hint = 'Change or delete them, then: alter table public.users validate constraint users_email_ascii;';
+  end if;
+end
+$ascii$;
+
+comment on column public.users.email is 'Lower-case ASCII e-mail address, unique.';
+
 -- Linking: a profile takes a new id, with everything it owns -----------------------------------------
 create function private.relink_profile(p_from uuid, p_to uuid)
 returns void
@@ -107,6 +145,7 @@ as $$
 declare
   v_email text;
   v_profile uuid;
+  v_profile_created timestamptz;
 begin
   if tg_op = 'DELETE' then
     delete from public.users where id = old.id;
@@ -117,13 +156,21 @@ begin
   if new.email is null or new.email_confirmed_at is null then
     return new;
   end if;
-  v_email := lower(new.email);
+  -- Checked before lower-casing, which would fold a look-alike (U+212A, U+0130) onto an ASCII address.
+  if new.email !~ '^[\x01-\x7f]+$' then
+    raise exception using
+      errcode = '23514',
+      message = 'e-mail addresses must be ASCII',
+      detail = pg_catalog.format('auth user %s has a non-ASCII address', new.id),
+      hint = 'Internationalised domain names are written in their xn-- (punycode) form.';
+  end if;
+  v_email := pg_catalog.lower(new.email::text collate pg_catalog."C");
   if exists (select 1 from public.users u where u.id = new.id) then
     -- A confirmed change of address follows; an address another profile holds fails on users_email_key.
     update public.users set email = v_email where id = new.id and email is distinct from v_email;
     return new;
   end if;
-  select u.id into v_profile from public.users u where u.email = v_email for update;
+  select u.id, u.created_at into v_profile, v_profile_created from public.users u where u.email = v_email for update;
   if v_profile is null then
     insert into public.users (id, email, name)
     values (
@@ -141,6 +188,14 @@ begin
       message = 'another account already owns this e-mail address',
       detail = pg_catalog.format('the profile of %s belongs to another auth identity', v_email),
       hint = 'Sign in with that account; a profile is never merged into another identity.';
+  elsif new.created_at is null or new.created_at < v_profile_created then
+    -- This auth identity predates the person the service vouched for: its password may be a squatter's
+    -- (Supabase Auth keeps the first registrant's). The confirmation stands; the profile stays apart.
+    raise warning using
+      message = pg_catalog.format(
+        'auth user %s confirmed the address of profile %s but was created before it: not linked', new.id, v_profile
+      ),
+      hint = 'Delete that auth user; the person signs up again, and that confirmation links the profile.';
   else
     -- The service created this person before they signed up: their profile becomes theirs, under the
     -- auth id (one person, one id).
@@ -151,8 +206,8 @@ end;
 $$;
 
 comment on function public.handle_auth_user_change() is
-  'Trigger on auth.users: creates (or links by e-mail) the profile of a confirmed identity, follows confirmed '
-  'e-mail changes, deletes the profile with the auth user.';
+  'Trigger on auth.users: creates (or links by e-mail, unless the auth user is older than the profile) the '
+  'profile of a confirmed ASCII address, follows confirmed e-mail changes, deletes the profile with the auth user.';
 revoke all on function public.handle_auth_user_change() from public, anon, authenticated, service_role;
 
 -- The confirmation is an update of email_confirmed_at; an e-mail change, of email.
@@ -164,11 +219,14 @@ create or replace trigger on_auth_user_email_changed
 do $detach$
 declare
   v_id uuid;
+  v_new uuid;
 begin
   for v_id in
     select u.id from public.users u join auth.users a on a.id = u.id where a.email_confirmed_at is null
   loop
-    perform private.relink_profile(v_id, gen_random_uuid());
+    v_new := gen_random_uuid();
+    perform private.relink_profile(v_id, v_new);
+    update public.users set created_at = now() where id = v_new;
   end loop;
 end
 $detach$;

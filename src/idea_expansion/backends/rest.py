@@ -35,6 +35,8 @@ from ._base import Delete, Eq, Filter, In, Insert, Is, Json, Keyset, Request, Rp
 __all__ = ["RestBackend"]
 
 CLIENT_INFO = f"idea-expansion/{__version__}"
+_AUTH_PAGE_SIZE = 100
+_AUTH_MAX_PAGES = 20
 T = TypeVar("T")
 
 
@@ -156,6 +158,59 @@ class RestBackend:
     def delete_auth_user(self, user_id: uuid.UUID) -> None:
         """Delete a Supabase Auth user (the auth.users trigger deletes its profile and what it owns)."""
         self._call(lambda: self._service.auth.admin.delete_user(str(user_id)))
+
+    def find_auth_user(self, email: str) -> tuple[uuid.UUID, bool] | None:
+        """The Supabase Auth user that holds `email`: its id and whether the address is confirmed; None
+        when no user holds it.
+
+        supabase-py's `admin.list_users` lists all users a page at a time, with no filter, so this calls
+        the same endpoint (GET /auth/v1/admin/users) with GoTrue's `filter` parameter. That filter is a
+        substring match on the address and on the `full_name` metadata, which anyone can set to someone
+        else's address: only an exact address counts here, and every page of matches is read.
+
+        Raises:
+            ConflictError: more matches than this reads (more than 2,000 look-alikes).
+        """
+        wanted = email.lower()
+        for page in range(1, _AUTH_MAX_PAGES + 1):
+            params = {"filter": email, "page": page, "per_page": _AUTH_PAGE_SIZE}
+            users = self._auth_admin_get("admin/users", params).get("users")
+            if not isinstance(users, list):
+                raise ConnectionError("Supabase Auth answered GET /admin/users without a users list")
+            for user in users:
+                if isinstance(user, Mapping) and str(user.get("email") or "").lower() == wanted:
+                    return uuid.UUID(str(user["id"])), user.get("email_confirmed_at") is not None
+            if len(users) < _AUTH_PAGE_SIZE:
+                return None
+        raise error_from_code(
+            "23505",
+            f"cannot tell which Supabase Auth user holds {email}: more than "
+            f"{_AUTH_MAX_PAGES * _AUTH_PAGE_SIZE} users match it",
+        )
+
+    def _auth_admin_get(self, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """GET an Auth admin endpoint with the service-role key, errors mapped as supabase-py's are."""
+        headers = {
+            "apikey": self._service_key,
+            "Authorization": f"Bearer {self._service_key}",
+            "X-Client-Info": CLIENT_INFO,
+            "X-Supabase-Api-Version": "2024-01-01",
+        }
+        response = self._call(lambda: self._http.get(f"{self.url}/auth/v1/{path}", params=params, headers=headers))
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 500:
+            raise ConnectionError(f"Supabase Auth failed: GET /{path} answered HTTP {response.status_code}")
+        if response.status_code >= 400:
+            info: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+            code = info.get("error_code") or info.get("code")
+            message = info.get("msg") or info.get("message") or f"HTTP {response.status_code}"
+            raise auth_error(None if code is None else str(code), str(message), status=response.status_code)
+        if not isinstance(body, dict):
+            raise ConnectionError(f"Supabase Auth answered GET /{path} with something other than a JSON object")
+        return body
 
     def storage_call(self, scope: Scope, bucket: str, operation: Callable[[Any], T]) -> T:
         """Run a storage3 operation on `bucket` as `scope`, mapping Storage errors."""

@@ -9,7 +9,7 @@ from .._exceptions import InvalidRequestError, NotFoundError
 from ..backends._base import Eq, Order, Rpc, Select
 from ..types import CreditCharge, CreditType, PaymentReceipt, Usage
 from ..types.ids import IdLike, parse_id
-from ..types.params import MAX_GRANT
+from ..types.params import MAX_GRANT, email_key
 from ..types.reports import Refund
 from ._base import Resource, to_model
 
@@ -116,7 +116,8 @@ class Credits(Resource):
             return email_or_id
         if "@" not in email_or_id:
             return parse_id(email_or_id, "user id or e-mail")
-        rows = self._rows(Select("users", [Eq("email", email_or_id.strip().lower())], columns=("id",)))
+        key = email_key(email_or_id)
+        rows = [] if key is None else self._rows(Select("users", [Eq("email", key)], columns=("id",)))
         if not rows:
             raise NotFoundError(f"user not found: {email_or_id}", code="PGRST116")
         return parse_id(rows[0]["id"])

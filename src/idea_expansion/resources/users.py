@@ -10,7 +10,7 @@ from .._exceptions import ConflictError, IdeaExpansionError, NotFoundError, Perm
 from ..backends._base import Delete, Eq, Insert, Select, Update
 from ..types import GitHubSignIn, Provider, User, UserCreate, UserUpdate
 from ..types.ids import IdLike, parse_id
-from ..types.params import parse_params
+from ..types.params import email_key, parse_params
 from ._base import Resource, to_model
 from .credentials import Credentials
 
@@ -19,11 +19,16 @@ from .credentials import Credentials
 class AuthAdmin(Protocol):
     """A backend fronted by Supabase Auth (REST): people are created there first, so that their profile
     id is their auth id. Direct Postgres has no auth server: the database assigns the profile id, and the
-    auth.users trigger links that profile when the person later confirms the address in Supabase Auth."""
+    auth.users trigger links that profile when the person later confirms the address in Supabase Auth
+    (with an auth user created after the profile: an older one may hold a squatter's password)."""
 
     def create_auth_user(self, email: str, *, name: str | None = None) -> UUID: ...
 
     def delete_auth_user(self, user_id: UUID) -> None: ...
+
+    def find_auth_user(self, email: str) -> tuple[UUID, bool] | None:
+        """The auth user holding `email`: (id, address confirmed), or None."""
+        ...
 
 
 class Users(Resource):
@@ -33,8 +38,9 @@ class Users(Resource):
     trigger) only once they confirm it, and the one person behind an address has one id. On REST the
     service creates people in Supabase Auth (admin API, address confirmed by the service), so the profile
     id is the auth id from the start; on direct Postgres the profile gets its own id, which becomes the
-    auth id when the same address is later confirmed in Supabase Auth (everything the profile owns
-    follows, except stored credentials, which are sealed to the old id and must be stored again).
+    auth id when the same address is later confirmed in Supabase Auth by an auth user created after
+    the profile (everything the profile owns follows, except stored credentials, which are sealed to
+    the old id and must be stored again). Addresses are printable ASCII.
     """
 
     def sign_in_with_github(
@@ -55,9 +61,10 @@ class Users(Resource):
         found by e-mail; profiles exist only for confirmed addresses (an unconfirmed Supabase Auth
         sign-up holds none), so nothing is ever merged into an identity that did not prove the address.
         A new person is created as `create` creates them: on REST in Supabase Auth first (the profile id
-        is the auth id); on direct Postgres with an id of their own, linked when the address is later
-        confirmed in Supabase Auth. If Supabase Auth already holds the address without a profile (an
-        unconfirmed sign-up), the sign-in makes the profile, and that address's confirmation links it.
+        is the auth id), replacing an unconfirmed sign-up that holds the address; on direct Postgres with
+        an id of their own, linked when the address is later confirmed by a newer Supabase Auth sign-up.
+        If a confirmed Supabase Auth user holds the address without a profile, the sign-in makes a
+        profile of its own, which the database never links to that older identity.
 
         Raises:
             InvalidRequestError: a malformed e-mail address or an unknown time zone.
@@ -70,9 +77,10 @@ class Users(Resource):
         encryptor = self._client.encryptor  # fail on a missing key before writing anything
         auth = self._auth_admin()
         if auth is not None and not self._rows(Select("users", [Eq("email", params.email)], columns=("id",))):
-            # Held by an unconfirmed sign-up (ConflictError): the profile below is the address's, not theirs.
+            # Held by a confirmed auth user, or one too many look-alikes hide (ConflictError): the profile
+            # below is the address's, never linked to that older identity.
             with contextlib.suppress(ConflictError):
-                auth.create_auth_user(params.email, name=params.name or params.login)
+                _create_auth_user(auth, params.email, name=params.name or params.login)
         row: dict[str, Any] = {"email": params.email, "name": params.name or params.login}
         if timezone is not None:  # an existing user's chosen time zone stays unless one is given
             row["timezone"] = params.timezone
@@ -85,18 +93,23 @@ class Users(Resource):
         creates their usage row with 5 free credits.
 
         On REST the user is created in Supabase Auth (admin API, address confirmed), and the profile
-        the database makes for them has their auth id. On direct Postgres the profile gets an id of its
-        own, which becomes the auth id if the person later confirms the same address in Supabase Auth.
+        the database makes for them has their auth id. An unconfirmed sign-up that holds the address is
+        deleted first: Supabase Auth keeps its password, which may be a squatter's, and the owner's
+        click on its confirmation link would otherwise hand them that account. On direct Postgres the
+        profile gets an id of its own, which becomes the auth id if the person later signs up in
+        Supabase Auth and confirms the same address (an auth user older than the profile never takes it).
 
         Raises:
-            ConflictError: the e-mail address is taken (code 23505 on both backends).
+            ConflictError: the e-mail address is taken, in Supabase Auth by a confirmed user (code 23505
+                on both backends).
+            InvalidRequestError: a malformed or non-ASCII e-mail address.
             PermissionDeniedError: called from a user client.
         """
         params = parse_params(UserCreate, email=email, name=name, timezone=timezone)
         auth = self._auth_admin()
         if auth is None:
             return self._one(User, Insert("users", [params.model_dump()]), "user")
-        user_id = auth.create_auth_user(params.email, name=params.name)
+        user_id = _create_auth_user(auth, params.email, name=params.name)
         try:
             values = {"name": params.name, "timezone": params.timezone}
             rows = self._rows(Update("users", values, [Eq("id", user_id)]))
@@ -133,7 +146,10 @@ class Users(Resource):
 
     def get_by_email(self, email: str) -> User:
         """A user by e-mail address (case-insensitive)."""
-        return self._one(User, Select("users", [Eq("email", email.strip().lower())]), f"user {email}")
+        key = email_key(email)
+        if key is None:  # no stored address is anything but ASCII
+            raise NotFoundError(f"user {email!r} not found", code="PGRST116")
+        return self._one(User, Select("users", [Eq("email", key)]), f"user {email}")
 
     def update(self, user_id: IdLike, *, name: str | None = None, timezone: str | None = None) -> User:
         """Change a user's name and/or time zone."""
@@ -161,3 +177,24 @@ class Users(Resource):
                 pass
         if not self._rows(Delete("users", [Eq("id", uid)])) and not in_auth:
             raise NotFoundError("user not found", code="PGRST116")
+
+
+def _create_auth_user(auth: AuthAdmin, email: str, *, name: str | None) -> UUID:
+    """Create a confirmed Supabase Auth user for an address the service vouches for. An unconfirmed
+    sign-up holding the address is deleted first (its password may be a squatter's, and confirming it
+    would hand them the person's account); a confirmed holder keeps it (ConflictError).
+
+    If the holder is confirmed between the look-up and the delete, it is deleted all the same, and with
+    it the profile that confirmation gave it (a new, empty one, unless a direct-Postgres profile of the
+    address predates the holder and was linked to it)."""
+    try:
+        return auth.create_auth_user(email, name=name)
+    except ConflictError:
+        holder = auth.find_auth_user(email)
+        if holder is not None:
+            holder_id, confirmed = holder
+            if confirmed:
+                raise
+            with contextlib.suppress(NotFoundError):  # gone meanwhile: the address is free
+                auth.delete_auth_user(holder_id)
+    return auth.create_auth_user(email, name=name)

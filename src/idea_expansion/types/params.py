@@ -27,6 +27,7 @@ __all__ = [
     "IdeaUpdate",
     "UserCreate",
     "UserUpdate",
+    "email_key",
     "parse_params",
 ]
 
@@ -65,10 +66,21 @@ def _timezone(value: str) -> str:
 
 
 def _email(value: str) -> str:
+    # ASCII only, as the database's users_email_ascii: lower-casing folds some other letters onto ASCII
+    # ones (the Kelvin sign U+212A onto k), so a look-alike would reach another person's profile.
+    if not value.isascii():
+        raise ValueError(f"e-mail addresses must be ASCII (an internationalised domain in its xn-- form): {value!r}")
     local, at, domain = value.partition("@")
-    if not (at and local and domain) or any(ch.isspace() for ch in value):
+    if not (at and local and domain) or "@" in domain or any(ch.isspace() for ch in value):
         raise ValueError(f"not an e-mail address: {value!r}")
     return value.lower()
+
+
+def email_key(value: str) -> str | None:
+    """An address as stored, for a lookup: trimmed and lower-cased; None when no stored address can match
+    (not ASCII: lower-casing would fold a look-alike such as the Kelvin sign onto someone else's)."""
+    value = value.strip()
+    return value.lower() if value.isascii() else None
 
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_CHARS)]
