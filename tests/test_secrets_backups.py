@@ -8,6 +8,7 @@ import os
 import secrets
 import stat
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from psycopg import sql
 from typer.testing import CliRunner, Result
 
 from idea_expansion import (
@@ -350,11 +352,6 @@ def backed_up(own_database: str, tmp_path: Path, cli_env: None) -> tuple[str, Pa
     return own_database, file, content
 
 
-def scratch_databases(url: str) -> list[str]:
-    with psycopg.connect(url) as conn:
-        return [r[0] for r in conn.execute("select datname from pg_database where datname like 'ie_restore_check_%%'")]
-
-
 def restore_variant(url: str, data: bytes, tmp_path: Path, name: str) -> Result:
     variant = tmp_path / name
     variant.write_bytes(data)
@@ -368,7 +365,6 @@ def test_a_truncated_backup_leaves_the_database_as_it_was(
     data = file.read_bytes()
     with psycopg.connect(url) as conn:
         before = table_fingerprints(conn)
-    scratch_before = scratch_databases(url)
     size = len(data)
     for cut in sorted(
         {
@@ -394,7 +390,6 @@ def test_a_truncated_backup_leaves_the_database_as_it_was(
             assert table_fingerprints(conn) == before, f"a backup cut at {cut} of {size} bytes changed the database"
         assert result.exit_code == 1, f"a backup cut at {cut} of {size} bytes was restored: {result.output}"
         assert "nothing was changed" in result.output, result.output
-    assert scratch_databases(url) == scratch_before
     restored = run("db", "restore", str(file), "--db-url", url, "--yes")
     assert restored.exit_code == 0, restored.output
     with psycopg.connect(url) as conn:
@@ -463,3 +458,280 @@ def test_an_archive_without_the_applications_tables_is_refused(
         assert "public.ideas" in result.output, result.output
         with psycopg.connect(url) as conn:
             assert table_fingerprints(conn) == before
+
+
+# -- restore runs no SQL from the archive, and replaces the data in one transaction ---------------------------
+def patched(data: bytes, old: bytes, new: bytes) -> bytes:
+    """The archive with one statement of its table of contents (stored uncompressed) replaced by another
+    of the same length, as someone editing a backup file would."""
+    assert data.count(old) == 1, old
+    assert len(new) <= len(old), (new, len(new), len(old))
+    return data.replace(old, new.ljust(len(old)))
+
+
+DELETED_ACCOUNTS_COPY = (
+    b"COPY private.deleted_accounts (email_sha256, free_expansions_remaining, deleted_at) FROM stdin;"
+)
+
+
+def role_exists(url: str, role: str) -> bool:
+    with psycopg.connect(url) as conn:
+        return conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone() is not None
+
+
+def test_a_backup_carrying_sql_is_refused_and_none_of_it_runs(
+    backed_up: tuple[str, Path, dict[str, tuple[int, str]]], tmp_path: Path
+) -> None:
+    url, file, _ = backed_up
+    data = file.read_bytes()
+    with psycopg.connect(url) as conn:
+        before = table_fingerprints(conn)
+    role = f"ie9_pwned_{secrets.token_hex(3)}"
+    variants = {
+        # passes in any database whose name starts with ie_r (the old scratch check), fails anywhere else
+        "select": b"SELECT 1/(current_database()~'^ie_r')::int;   COPY private.deleted_accounts FROM stdin;",
+        "create-role": f"CREATE ROLE {role}; COPY private.deleted_accounts FROM stdin;".encode(),
+        "second-line": b"COPY private.deleted_accounts (email_sha256) FROM stdin;\nSELECT pg_sleep(0);\n--",
+    }
+    try:
+        for name, statement in variants.items():
+            result = restore_variant(url, patched(data, DELETED_ACCOUNTS_COPY, statement), tmp_path, f"{name}.dump")
+            with psycopg.connect(url) as conn:
+                assert table_fingerprints(conn) == before, f"{name}: the database changed: {result.output}"
+            assert not role_exists(url, role), f"{name}: the archive's CREATE ROLE ran"
+            assert result.exit_code == 1, f"{name}: restored: {result.output}"
+            assert "nothing was changed" in result.output, result.output
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+
+
+def test_a_backup_whose_tables_or_columns_differ_is_refused(
+    backed_up: tuple[str, Path, dict[str, tuple[int, str]]], tmp_path: Path
+) -> None:
+    url, file, _ = backed_up
+    data = file.read_bytes()
+    with psycopg.connect(url) as conn:
+        before = table_fingerprints(conn)
+    ideas_copy = data[data.index(b"COPY public.ideas (") :].split(b"\n", 1)[0]
+    variants = {
+        "renamed-column": (DELETED_ACCOUNTS_COPY, DELETED_ACCOUNTS_COPY.replace(b"deleted_at", b"deleted_ax")),
+        "dropped-column": (DELETED_ACCOUNTS_COPY, DELETED_ACCOUNTS_COPY.replace(b", deleted_at", b"")),
+        "repeated-column": (
+            DELETED_ACCOUNTS_COPY,
+            DELETED_ACCOUNTS_COPY.replace(b"free_expansions_remaining", b"email_sha256"),
+        ),
+        "unknown-table": (DELETED_ACCOUNTS_COPY, DELETED_ACCOUNTS_COPY.replace(b"accounts", b"accountz")),
+        "duplicate-table": (ideas_copy, ideas_copy.replace(b"public.ideas", b"public.users")),
+        "other-schema": (ideas_copy, ideas_copy.replace(b"public.ideas", b"pg_temp.ide")),
+    }
+    for name, (old, new) in variants.items():
+        result = restore_variant(url, patched(data, old, new), tmp_path, f"{name}.dump")
+        with psycopg.connect(url) as conn:
+            assert table_fingerprints(conn) == before, f"{name}: the database changed: {result.output}"
+        assert result.exit_code == 1, f"{name}: restored: {result.output}"
+        assert "nothing was changed" in result.output, result.output
+
+
+def test_the_backup_script_parser_accepts_only_what_pg_dump_writes(
+    backed_up: tuple[str, Path, dict[str, tuple[int, str]]], tmp_path: Path
+) -> None:
+    from idea_expansion.local.maintenance import _parse_script
+
+    url, file, content = backed_up
+    pg_restore = _tool("pg_restore", url)
+    script = subprocess.run([pg_restore, "--data-only", "--file=-", str(file)], capture_output=True, check=True).stdout
+    lines = script.split(b"\n")
+
+    def parse(text: bytes) -> Any:
+        with tempfile.TemporaryFile() as handle:
+            handle.write(text)
+            handle.seek(0)
+            return _parse_script(handle)
+
+    parsed = parse(script)
+    assert sorted(t.table for t in parsed.tables) == sorted(maintenance.BACKUP_TABLES)
+    for table in parsed.tables:
+        if table.table in content:  # all but private.deleted_accounts
+            assert table.rows == content[table.table][0], table.table
+
+    copy_users = next(i for i, line in enumerate(lines) if line.startswith(b"COPY public.users "))
+    end_users = lines.index(b"\\.", copy_users)
+    first_set = next(i for i, line in enumerate(lines) if line.startswith(b"SET "))
+    last_data = max(i for i, line in enumerate(lines) if line == b"\\.")
+
+    def insert(at: int, line: bytes) -> bytes:
+        return b"\n".join([*lines[:at], line, *lines[at:]])
+
+    restrict = next((line for line in lines if line.startswith(b"\\restrict ")), None)
+    runs = "a statement restore does not run"
+    refused = {
+        "a statement before the data": (insert(first_set, b"CREATE ROLE pwned;"), runs),
+        "a statement between tables": (insert(end_users + 1, b"SELECT 1;"), runs),
+        "a lower-case statement": (insert(end_users + 1, b"copy public.users (id) from program 'id';"), runs),
+        "a statement after the data": (insert(last_data + 1, b"DROP TABLE public.users;"), runs),
+        "trailing garbage": (script + b"garbage\n", "more follows the end" if restrict else runs),
+        "an unlisted setting": (insert(first_set, b"SET role = postgres;"), "a setting restore does not accept"),
+        "a setting with a statement": (insert(first_set, b"SET lock_timeout = 0; SELECT 1;"), "does not accept"),
+        "another search path": (
+            insert(first_set, b"SELECT pg_catalog.set_config('search_path', 'public', false);"),
+            "does not accept",
+        ),
+        "a setting among the data": (insert(end_users + 1, b"SET client_encoding = 'LATIN1';"), "after the data"),
+        "data cut short": (b"\n".join(lines[: end_users - 1]), "the data of public.users has no end"),
+        "a row cut short": (b"\n".join(lines[: copy_users + 2]), "the data of public.users has no end"),
+        "no end of data": (b"\n".join(lines[:last_data]), "has no end"),
+        "a table twice": (insert(end_users + 1, b"COPY public.users (id) FROM stdin;\n\\."), "a second copy"),
+        "a foreign table": (insert(end_users + 1, b"COPY public.secrets (id) FROM stdin;\n\\."), "not one of the"),
+        "a quoted table": (insert(end_users + 1, b'COPY "public"."users" (id) FROM stdin;\n\\.'), runs),
+        "a column twice": (insert(end_users + 1, b"COPY public.ideas (id, id) FROM stdin;\n\\."), "named twice"),
+        "a table missing": (b"\n".join([*lines[:copy_users], *lines[end_users + 1 :]]), "no data for public.users"),
+        "no encoding": (b"\n".join(line for line in lines if b"client_encoding" not in line), "which encoding"),
+        "invalid utf-8": (insert(first_set, b"SET client_encoding = '\xff';"), "not UTF-8"),
+        "empty": (b"", "no data for"),
+    }
+    if restrict:
+        refused |= {
+            "a second restrict": (insert(first_set, restrict), "only the script's first line"),
+            "a setting before the restrict": (b"SET lock_timeout = 0;\n" + script, "only the script's first line"),
+            "an unrestrict that differs": (
+                script.replace(b"\\unrestrict ", b"\\unrestrict x"),
+                "without the matching",
+            ),
+            "no unrestrict": (
+                b"\n".join(line for line in lines if not line.startswith(b"\\unrestrict")),
+                "the script has no end",
+            ),
+        }
+    for name, (text, reason) in refused.items():
+        with pytest.raises(DatabaseSetupError) as raised:
+            parse(text)
+        assert reason in str(raised.value), f"{name}: {raised.value}"
+        assert len(str(raised.value)) < 400, f"{name}: the message echoes the input"
+
+
+def strip_racers(url: str) -> None:
+    """Remove the rows the racing writers added (their users and the usage rows the trigger made)."""
+    with psycopg.connect(url) as conn, conn.transaction():
+        conn.execute("set local session_replication_role = replica")
+        conn.execute(
+            "delete from public.usage_tracking where user_id in "
+            "(select id from public.users where email like 'racer-%%')"
+        )
+        conn.execute("delete from public.users where email like 'racer-%%'")
+
+
+def test_a_concurrent_writer_never_interleaves_with_a_restore(
+    backed_up: tuple[str, Path, dict[str, tuple[int, str]]], tmp_path: Path
+) -> None:
+    import threading
+
+    url, file, content = backed_up
+    with psycopg.connect(url) as conn:
+        before = table_fingerprints(conn)
+        clash = conn.execute("select email from public.users where email like 'bulk-%%' limit 1").fetchone()
+    assert clash is not None
+    stop = threading.Event()
+    written: list[str] = []
+    attempts = [0]
+
+    def race(email_of: Any) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("set role service_role")
+            n = 0
+            while not stop.is_set():
+                n += 1
+                email = email_of(n)
+                try:
+                    conn.execute("insert into public.users (email) values (%s)", (email,))
+                except psycopg.Error:
+                    pass  # a clash, or the table being replaced
+                else:
+                    written.append(email)
+                attempts[0] += 1
+
+    racers = [
+        threading.Thread(target=race, args=(lambda n: clash[0],)),  # an address the backup holds
+        threading.Thread(target=race, args=(lambda n: f"racer-{threading.get_ident()}-{n}@example.test",)),
+    ]
+    for racer in racers:
+        racer.start()
+    try:
+        for _attempt in range(3):
+            before_attempts = attempts[0]
+            result = run("db", "restore", str(file), "--db-url", url, "--yes")
+            assert attempts[0] > before_attempts, "the writers did not run during the restore"
+            stop_at = len(written)
+            if result.exit_code == 0:
+                break
+            assert "nothing was changed" in result.output, result.output
+    finally:
+        stop.set()
+        for racer in racers:
+            racer.join()
+    assert clash[0] not in written, "a writer added an address the backup holds while the restore ran"
+    print(f"\nrestore under {attempts[0]} concurrent writes ({stop_at} kept): exit {result.exit_code}")
+    strip_racers(url)
+    with psycopg.connect(url) as conn:
+        after = table_fingerprints(conn)
+    if result.exit_code == 0:
+        assert after == content, "restored, but not exactly the backup's rows (plus writes made after it)"
+    else:
+        assert after == before
+
+
+def catalog(url: str) -> list[tuple[Any, ...]]:
+    """The application's relations by OID, the migration history and disabled triggers: a restore that
+    rolled back leaves all of it as it was (a rebuilt schema has new OIDs)."""
+    with psycopg.connect(url) as conn:
+        return [
+            *conn.execute(
+                "select c.oid::int, n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where n.nspname in ('public', 'private') order by 1"
+            ),
+            *conn.execute("select version from supabase_migrations.schema_migrations order by 1"),
+            *conn.execute("select tgrelid::regclass::text, tgname from pg_trigger where tgenabled = 'D' order by 1, 2"),
+        ]
+
+
+def test_a_backup_that_fails_to_load_rolls_back_everything(
+    backed_up: tuple[str, Path, dict[str, tuple[int, str]]], tmp_path: Path, fresh_database: Any, project: Any
+) -> None:
+    """Each backup here reads and parses; it fails only after the schema was dropped, rebuilt and partly
+    loaded, inside the restore's transaction."""
+    url, file, content = backed_up
+    with psycopg.connect(url) as conn:
+        before = table_fingerprints(conn)
+    schema_before = catalog(url)
+    from idea_expansion.local import reset
+
+    sources = {
+        # a row whose user does not exist (foreign keys are not checked while triggers are off)
+        "orphan": "set session_replication_role = replica; "
+        "insert into public.ideas (user_id, title) values (gen_random_uuid(), 'orphan')",
+        # two users with one address: the unique index fails half-way through the load
+        "duplicate": "alter table public.users drop constraint users_email_key; "
+        "insert into public.users (email) values ('twice@example.test'), ('twice@example.test')",
+        # a backup of a schema with a column fewer
+        "column": "alter table public.ideas drop column priority_score cascade",
+    }
+    for name, statements in sources.items():
+        source = fresh_database("ie_src")
+        with psycopg.connect(source, autocommit=True) as conn:
+            reset(conn, project, seed=False)
+            conn.execute("insert into public.users (email) values ('someone@example.test')")
+            conn.execute(statements)
+        dump = tmp_path / f"{name}.dump"
+        backup(source, dump)
+        result = run("db", "restore", str(dump), "--db-url", url, "--yes")
+        with psycopg.connect(url) as conn:
+            assert table_fingerprints(conn) == before, f"{name}: the data changed: {result.output}"
+        assert catalog(url) == schema_before, f"{name}: the schema was rebuilt: {result.output}"
+        assert result.exit_code == 1, f"{name}: restored: {result.output}"
+        assert "nothing was changed" in result.output, result.output
+    restored = run("db", "restore", str(file), "--db-url", url, "--yes")
+    assert restored.exit_code == 0, restored.output
+    with psycopg.connect(url) as conn:
+        assert table_fingerprints(conn) == content
+        disabled = conn.execute("select count(*) from pg_trigger where tgenabled = 'D'").fetchone()
+    assert disabled == (0,)

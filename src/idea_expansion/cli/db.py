@@ -236,9 +236,10 @@ def restore_command(
     project_dir: ProjectDir = None,
     yes: Yes = False,
 ) -> None:
-    """Rebuild the database from the migrations and load a backup into it (replacing all data). The whole
-    file is read and test-loaded into a scratch database first: a truncated or corrupted backup is
-    refused and the database is left exactly as it was.
+    """Rebuild the database from the migrations and load a backup into it (replacing all data), in one
+    transaction. Nothing in the file is run as SQL: only its rows are read, checked against the schema
+    and loaded. A truncated, corrupted or edited backup is refused and the database is left exactly as
+    it was; other sessions wait for the restore and then see the restored data.
 
     Example: idea-expansion db restore backup-20260127.dump --db-url postgresql://postgres@127.0.0.1:5432/copy
     """

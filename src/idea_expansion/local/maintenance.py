@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import selectors
 import shutil
 import subprocess
@@ -14,11 +13,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 
 from .._exceptions import ConfigurationError, DatabaseSetupError
 from .compat import database_kind, read_sql
@@ -28,6 +28,7 @@ from .project import SupabaseProject
 
 __all__ = [
     "APP_TABLES",
+    "BACKUP_TABLES",
     "Check",
     "backup",
     "complete_reset",
@@ -347,15 +348,20 @@ def backup(url: str, path: Path) -> None:
 
 
 def restore(conn: psycopg.Connection[Any], url: str, project: SupabaseProject, path: Path) -> None:
-    """Rebuild the database from this checkout's migrations (no seed), then load the backup's rows.
-    Needs a superuser (triggers are disabled while loading, so nothing is created twice) and an
-    autocommit `conn`.
+    """Replace every row of the database with the backup's: rebuild the schema from this checkout's
+    migrations (no seed) and load the backup's rows, in ONE transaction. Needs a superuser (triggers
+    are disabled while loading, so nothing is created twice) and an autocommit `conn` that is not
+    inside a transaction.
 
-    Nothing is dropped or emptied until the whole archive has been read and verified: it must list
-    the data of every application table, every data block must read and decompress, and it must load
-    completely into a scratch database built from the same migrations (created beside the target and
-    dropped again). A truncated, corrupted or foreign file raises `DatabaseSetupError` and leaves the
-    database exactly as it was.
+    No SQL from the file is ever run. pg_restore only turns the archive into its data-only script
+    (into a private temporary file); that script is parsed, and it must hold nothing but the settings
+    pg_dump writes and, for each table a backup holds, exactly one `COPY schema.table (columns) FROM
+    stdin;` with its rows. Restore then runs its own `COPY` for each table, with the table's columns
+    checked against the rebuilt schema, and checks every foreign key before committing.
+
+    A truncated, corrupted, edited or foreign file, rows the schema rejects, or any other failure
+    raises `DatabaseSetupError` and leaves the database exactly as it was (the rollback undoes the
+    rebuild too). Other sessions wait for the restore's locks and then see the restored data (or fail).
     """
     if not path.is_file():
         raise DatabaseSetupError(f"no backup file at {path}")
@@ -364,65 +370,282 @@ def restore(conn: psycopg.Connection[Any], url: str, project: SupabaseProject, p
             "restore rebuilds the schema and disables triggers, which a Supabase database does not allow; "
             "restore Supabase projects from the dashboard (Database -> Backups)"
         )
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise DatabaseSetupError("restore runs its own transaction: pass a connection that is not inside one")
+    superuser = conn.execute("select current_setting('is_superuser')").fetchone()
+    if superuser is None or superuser[0] != "on":
+        raise DatabaseSetupError("restore needs a superuser connection (it rebuilds the schema and disables triggers)")
     pg_restore = _tool("pg_restore", url)
-    try:
-        _verify_backup(conn, url, project, path, pg_restore)
-    except DatabaseSetupError as exc:
-        raise DatabaseSetupError(f"{exc}; nothing was changed") from None
-    reset(conn, project, seed=False)
-    conn.execute("delete from storage.objects")
-    _run(_load_command(pg_restore, url, path), "pg_restore")
+    # The script holds every row in clear (password hashes, ciphertexts): a private file, unlinked.
+    with tempfile.TemporaryFile() as script_file:
+        try:
+            _read_archive([pg_restore, "--data-only", "--file=-", str(path)], "reading the backup", into=script_file)
+            script = _parse_script(script_file)
+        except DatabaseSetupError as exc:
+            raise DatabaseSetupError(f"{exc}; nothing was changed") from None
+        _replace_data(conn, project, script_file, script)
 
 
-def _load_command(pg_restore: str, url: str, path: Path) -> list[str]:
-    return [
-        pg_restore,
-        "--data-only",
-        "--disable-triggers",
-        "--single-transaction",
-        "--exit-on-error",
-        "--no-owner",
-        "--no-privileges",
-        f"--dbname={url}",
-        str(path),
-    ]
+# What a backup holds (see _DATA).
+BACKUP_TABLES = (*(f"public.{t}" for t in APP_TABLES), "private.deleted_accounts", "auth.users", "storage.objects")
 
 
-_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ", re.MULTILINE)
+@dataclass(frozen=True)
+class _TableData:
+    """One table's rows in the script: COPY text format, `start`..`end` bytes of the script file."""
+
+    table: str
+    columns: tuple[str, ...]
+    start: int
+    end: int
+    rows: int
 
 
-def _verify_backup(
-    conn: psycopg.Connection[Any], url: str, project: SupabaseProject, path: Path, pg_restore: str
-) -> None:
-    """Read the whole archive without touching the target. Cheapest checks first."""
-    # 1. The table of contents: readable, and naming the data of every table a backup holds. (A
-    #    damaged header can make pg_restore read an empty list, and then "restore" nothing.)
-    listing = _read_archive([pg_restore, "--list", str(path)], "reading the backup", keep=True)
-    present = {f"{schema}.{table}" for schema, table in _TABLE_DATA.findall(listing)}
-    expected = [f"public.{t}" for t in APP_TABLES] + ["auth.users", "storage.objects"]
-    missing = [t for t in expected if t not in present]
+@dataclass(frozen=True)
+class _Script:
+    tables: tuple[_TableData, ...]
+    client_encoding: str
+
+
+# What pg_dump writes before the data (pg_restore --data-only --file=-): these settings, the empty
+# search path, and (15.14+, 18+) the \restrict ... \unrestrict pair. Nothing of it is executed: only
+# the client encoding is used, to read the rows as they were written.
+_SETTINGS = frozenset(
+    {
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "transaction_timeout",
+        "client_encoding",
+        "standard_conforming_strings",
+        "check_function_bodies",
+        "xmloption",
+        "client_min_messages",
+        "row_security",
+        "default_tablespace",
+        "default_table_access_method",
+    }
+)
+_SET = re.compile(r"SET ([a-z_]+) = ('[A-Za-z0-9_ -]*'|[A-Za-z0-9_]+);")
+_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', '', false);"
+_RESTRICT = re.compile(r"\\(restrict|unrestrict) ([A-Za-z0-9]{1,256})")
+_IDENT = r'(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")'
+_COPY = re.compile(rf"COPY ([a-z_]+)\.([a-z_]+) \(({_IDENT}(?:, {_IDENT})*)\) FROM stdin;")
+_COLUMN = re.compile(_IDENT)
+
+
+def _parse_script(script: BinaryIO) -> _Script:
+    """Read pg_restore's data-only script and accept only what a backup's script holds (see
+    `_SETTINGS`; one COPY per table of `BACKUP_TABLES`, its rows, `\\.`). Raises `DatabaseSetupError`."""
+
+    def refuse(line_number: int, reason: str) -> DatabaseSetupError:
+        return DatabaseSetupError(f"the backup is not one restore can load: line {line_number}: {reason}")
+
+    script.seek(0)
+    tables: dict[str, _TableData] = {}
+    encoding = ""
+    restrict: str | None = None
+    unrestricted = False
+    statements = 0
+    offset = 0
+    line_number = 0
+    copying: tuple[str, tuple[str, ...], int, int, int] | None = None  # table, columns, start, line, rows
+    for raw in iter(script.readline, b""):
+        line_number += 1
+        start, offset = offset, offset + len(raw)
+        if copying is not None:
+            if raw.rstrip(b"\n") == b"\\.":
+                table, columns, data_start, _, rows = copying
+                tables[table] = _TableData(table, columns, data_start, start, rows)
+                copying = None
+            elif not raw.endswith(b"\n"):
+                break  # a row cut short: reported below as data without its end
+            else:
+                copying = (*copying[:4], copying[4] + 1)
+            continue
+        if not raw.strip() or raw.startswith(b"--"):
+            continue
+        if unrestricted:
+            raise refuse(line_number, "more follows the end of the script")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise refuse(line_number, "a line that is not UTF-8 text") from None
+        if not line.endswith("\n"):
+            raise refuse(line_number, "the script is cut short")
+        line = line[:-1]
+        statements += 1
+        if match := _RESTRICT.fullmatch(line):
+            if match.group(1) == "restrict":
+                if restrict is not None or statements > 1:
+                    raise refuse(line_number, "\\restrict where only the script's first line has it")
+                restrict = match.group(2)
+            elif match.group(2) != restrict:
+                raise refuse(line_number, "\\unrestrict without the matching \\restrict")
+            else:
+                unrestricted = True
+            continue
+        if line.startswith("SET ") or line.startswith("SELECT pg_catalog.set_config("):
+            if tables:
+                raise refuse(line_number, "a setting after the data began")
+            if line == _SEARCH_PATH:
+                continue
+            setting = _SET.fullmatch(line)
+            if setting is None or setting.group(1) not in _SETTINGS:
+                raise refuse(line_number, f"a setting restore does not accept: {line[:60]!r}")
+            if setting.group(1) == "client_encoding":
+                encoding = setting.group(2).strip("'")
+            continue
+        if (copy := _COPY.fullmatch(line)) is None:
+            raise refuse(line_number, f"a statement restore does not run: {line[:60]!r}")
+        table = f"{copy.group(1)}.{copy.group(2)}"
+        if table not in BACKUP_TABLES:
+            raise refuse(line_number, f"data for {table[:130]}, which is not one of the application's tables")
+        if table in tables:
+            raise refuse(line_number, f"a second copy of the data of {table}")
+        columns = tuple(
+            name[1:-1].replace('""', '"') if name.startswith('"') else name for name in _COLUMN.findall(copy.group(3))
+        )
+        if len(set(columns)) != len(columns):
+            raise refuse(line_number, f"a column named twice in the data of {table}")
+        copying = (table, columns, offset, line_number, 0)
+    if copying is not None:
+        raise refuse(copying[3], f"the data of {copying[0]} has no end (the backup is truncated)")
+    if restrict is not None and not unrestricted:
+        raise refuse(line_number, "the script has no end (the backup is truncated)")
+    missing = [t for t in BACKUP_TABLES if t not in tables]
     if missing:
         raise DatabaseSetupError(
             f"the backup has no data for {', '.join(missing)}: it is not a complete idea-expansion backup"
         )
-    # 2. Every data block, read and decompressed (a truncated file ends early; zlib checks each block).
-    _read_archive([pg_restore, "--file=-", str(path)], "reading the backup")
-    # 3. A real load, in one transaction, into a scratch database made by the same migrations.
-    scratch = f"ie_restore_check_{os.getpid()}_{secrets.token_hex(4)}"
+    if not encoding:
+        raise DatabaseSetupError("the backup does not say which encoding its rows are in")
+    return _Script(tuple(sorted(tables.values(), key=lambda t: t.start)), encoding)
+
+
+def _replace_data(conn: psycopg.Connection[Any], project: SupabaseProject, file: BinaryIO, script: _Script) -> None:
+    """Lock, drop, migrate and load in one transaction: on any error it rolls back, and the database
+    (schema, history and rows) is exactly as it was."""
+    committing = False
     try:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(scratch)))
-    except psycopg.Error as exc:
+        with conn.transaction():
+            # Writers that hold the tables finish first; later ones wait for the commit. A writer that
+            # deadlocks with the restore is the one the server cancels (it checks after 1s by default).
+            conn.execute("set local deadlock_timeout = '30s'")
+            present = [
+                str(r[0])
+                for r in conn.execute(
+                    "select t from unnest(%s::text[]) with ordinality u(t, i) where to_regclass(t) is not null "
+                    "order by i",
+                    (list(BACKUP_TABLES),),
+                )
+            ]
+            if present:
+                conn.execute(
+                    sql.SQL("lock table {} in access exclusive mode").format(
+                        sql.SQL(", ").join(sql.Identifier(*t.split(".")) for t in present)
+                    )
+                )
+            reset(conn, project, seed=False)  # each migration a savepoint of this transaction
+            conn.execute("delete from storage.objects")
+            conn.execute("select pg_catalog.set_config('client_encoding', %s, true)", (script.client_encoding,))
+            for table in script.tables:
+                _load_table(conn, file, table)
+            _check_foreign_keys(conn)
+            committing = True
+    except (DatabaseSetupError, psycopg.Error) as exc:
+        if committing:
+            raise DatabaseSetupError(f"committing the restore failed: {_message(exc)}; check the database") from exc
+        raise DatabaseSetupError(f"{_message(exc)}; nothing was changed") from exc
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, psycopg.Error):
+        return str(exc.diag.message_primary or exc)
+    return str(exc)
+
+
+def _load_table(conn: psycopg.Connection[Any], file: BinaryIO, table: _TableData) -> None:
+    schema, name = table.table.split(".")
+    relation = sql.Identifier(schema, name)
+    real = [
+        str(r[0])
+        for r in conn.execute(
+            "select attname from pg_catalog.pg_attribute where attrelid = %s::regclass and attnum > 0 "
+            "and not attisdropped and attgenerated = '' order by attnum",
+            (table.table,),
+        )
+    ]
+    if set(real) != set(table.columns):
+        missing = [c for c in real if c not in table.columns]
+        unknown = [c for c in table.columns if c not in real]
         raise DatabaseSetupError(
-            f"restore checks the backup in a scratch database first, and could not create one: "
-            f"{exc.diag.message_primary or exc}"
-        ) from None
+            f"the backup's columns of {table.table} are not this checkout's: "
+            + "; ".join(
+                part
+                for part in (
+                    f"missing {', '.join(missing)[:200]}" if missing else "",
+                    f"unknown {', '.join(unknown)[:200]}" if unknown else "",
+                )
+                if part
+            )
+        )
+    statement = sql.SQL("copy {} ({}) from stdin").format(
+        relation, sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
+    )
+    conn.execute(sql.SQL("alter table {} disable trigger all").format(relation))
     try:
-        scratch_url = make_conninfo(url, dbname=scratch)
-        with psycopg.connect(scratch_url, autocommit=True) as scratch_conn:
-            reset(scratch_conn, project, seed=False)
-        _run(_load_command(pg_restore, scratch_url, path), "loading the backup into a scratch database")
-    finally:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(scratch)))
+        with conn.cursor() as cursor:
+            with cursor.copy(statement) as copy:
+                file.seek(table.start)
+                remaining = table.end - table.start
+                while remaining > 0:
+                    chunk = file.read(min(remaining, 1 << 20))
+                    if not chunk:
+                        raise DatabaseSetupError(f"the data of {table.table} could not be read back")
+                    copy.write(chunk)
+                    remaining -= len(chunk)
+            loaded = cursor.rowcount
+    except psycopg.Error as exc:
+        raise DatabaseSetupError(f"loading {table.table} failed: {_message(exc)}") from exc
+    if loaded != table.rows:
+        raise DatabaseSetupError(f"loading {table.table} took {loaded} rows of the backup's {table.rows}")
+    conn.execute(sql.SQL("alter table {} enable trigger all").format(relation))
+
+
+def _check_foreign_keys(conn: psycopg.Connection[Any]) -> None:
+    """Triggers were off while loading, so foreign keys were not checked: check each now."""
+    for schema, table, name, ref_schema, referenced, columns, ref_columns in conn.execute(
+        """
+        select n.nspname, t.relname, c.conname, rn.nspname, r.relname,
+               array(select a.attname from unnest(c.conkey) k join pg_catalog.pg_attribute a
+                       on a.attrelid = c.conrelid and a.attnum = k order by array_position(c.conkey, k)),
+               array(select a.attname from unnest(c.confkey) k join pg_catalog.pg_attribute a
+                       on a.attrelid = c.confrelid and a.attnum = k order by array_position(c.confkey, k))
+          from pg_catalog.pg_constraint c
+          join pg_catalog.pg_class t on t.oid = c.conrelid join pg_catalog.pg_namespace n on n.oid = t.relnamespace
+          join pg_catalog.pg_class r on r.oid = c.confrelid join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
+         where c.contype = 'f'
+           and exists (select 1 from unnest(%s::text[]) u where to_regclass(u) in (c.conrelid, c.confrelid))
+         order by 1, 2, 3
+        """,
+        (list(BACKUP_TABLES),),
+    ).fetchall():
+        query = sql.SQL("select count(*) from {} t where {} and not exists (select 1 from {} r where {})").format(
+            sql.Identifier(schema, table),
+            sql.SQL(" and ").join(sql.SQL("t.{} is not null").format(sql.Identifier(c)) for c in columns),
+            sql.Identifier(ref_schema, referenced),
+            sql.SQL(" and ").join(
+                sql.SQL("r.{} = t.{}").format(sql.Identifier(rc), sql.Identifier(c))
+                for c, rc in zip(columns, ref_columns, strict=True)
+            ),
+        )
+        row = conn.execute(query).fetchone()
+        if row is not None and row[0]:
+            raise DatabaseSetupError(
+                f"the backup's rows break foreign key {name} of {schema}.{table}: "
+                f"{row[0]} row(s) refer to no row of {ref_schema}.{referenced}"
+            )
 
 
 # How long pg_restore may go without writing a byte while it reads an archive. Some corrupt
@@ -430,9 +653,9 @@ def _verify_backup(
 _STALL_SECONDS = 60.0
 
 
-def _read_archive(command: list[str], what: str, *, keep: bool = False) -> str:
-    """Run pg_restore writing to stdout and drain it (returned when `keep`); a run that writes nothing
-    for `_STALL_SECONDS` is stopped and counts as a failure."""
+def _read_archive(command: list[str], what: str, *, keep: bool = False, into: BinaryIO | None = None) -> str:
+    """Run pg_restore writing to stdout and drain it (returned when `keep`, written to `into` when
+    given); a run that writes nothing for `_STALL_SECONDS` is stopped and counts as a failure."""
     kept: list[bytes] = []
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
@@ -450,6 +673,8 @@ def _read_archive(command: list[str], what: str, *, keep: bool = False) -> str:
                         break
                     if keep:
                         kept.append(chunk)
+                    if into is not None:
+                        into.write(chunk)
             returncode = process.wait()
         finally:
             if process.poll() is None:
