@@ -596,3 +596,55 @@ def test_an_idempotency_key_is_scoped_to_its_user(
     # A key used by another user's run is, for this user, just a new key.
     assert client.credits.consume(second, idempotency_key=run.execution.id) == "free"
     assert client.credits.balance(second).total_expansions_used == 2
+
+
+def test_older_references_are_made_plain_so_every_row_keeps_the_rule_and_restores(
+    fresh_database: Any, project: Any, tmp_path: Path
+) -> None:
+    """References the old rules allowed (an inner space, a no-break space, two that differ only in case)
+    get a plain form, their text kept in notes: the rule is then valid for every row, so a backup of
+    such a database restores (a restore loads rows under every constraint)."""
+    import shutil
+
+    from idea_expansion.local import find_project, reset
+    from idea_expansion.local.migrations import migrate
+    from idea_expansion.local.project import SupabaseProject
+
+    before = SupabaseProject(tmp_path / "supabase")
+    before.migrations_dir.mkdir(parents=True)
+    for migration in project.migrations():
+        if migration.path.name < "20260101002000":
+            shutil.copy(migration.path, before.migrations_dir / migration.path.name)
+    url: str = fresh_database("ie_legacy_refs")
+    with psycopg.connect(url, autocommit=True) as conn:
+        reset(conn, before, seed=False)
+    db = Db(url)
+    try:
+        user = db.create_user()
+        for reference in ("BMC 123", "\u00a0BMC-NBSP", "bmc-case", "BMC-CASE", "BMC-PLAIN"):
+            with db.as_service() as conn:
+                conn.execute("select public.add_paid_credits(%s, 1, 1.00, %s, 'x', null)", (user, reference))
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn, find_project(project.root))
+        with db.admin() as conn:
+            found = conn.execute("select bmc_reference, notes from public.payment_receipts order by created_at, id")
+            rows = dict(found.fetchall())
+        assert all(re.fullmatch(r"[A-Za-z0-9._:/#-]{1,200}", ref) for ref in rows), rows
+        assert "bmc-case" in rows  # plain ones stay as they were
+        assert "BMC-PLAIN" in rows
+        kept = "\n".join(note or "" for note in rows.values())
+        for original in ("BMC 123", "BMC-NBSP", "BMC-CASE"):
+            assert f"original reference: {original}" in kept or original in kept, (original, kept)
+        assert db.scalar(
+            "select convalidated from pg_constraint where conname = 'payment_receipts_bmc_reference_format'"
+        )
+    finally:
+        db.close()
+    backup(url, tmp_path / "legacy.dump")
+    with psycopg.connect(url, autocommit=True) as conn:
+        restore(conn, url, project, tmp_path / "legacy.dump")
+    db = Db(url)
+    try:
+        assert db.scalar("select count(*) from public.payment_receipts") == 5
+    finally:
+        db.close()

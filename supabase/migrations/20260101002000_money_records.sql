@@ -46,15 +46,29 @@ grant execute on function private.email_digest(text) to service_role;
 -- payment references ----------------------------------------------------------------------------------------
 update public.payment_receipts set bmc_reference = pg_catalog.btrim(bmc_reference, E' \t\n\r\f\x0B')
  where bmc_reference <> pg_catalog.btrim(bmc_reference, E' \t\n\r\f\x0B');
+-- References that differ only in case were two receipts under the old rule: the later ones are renamed
+-- (their text kept in notes) so that the case-insensitive rule below holds for every row.
+update public.payment_receipts r
+   set notes = left(concat_ws(E'\n', r.notes, 'original reference: ' || r.bmc_reference), 2000),
+       bmc_reference = left(r.bmc_reference, 180) || '-dup-' || left(r.id::text, 8)
+ where exists (select 1 from public.payment_receipts o
+                where lower(o.bmc_reference) = lower(r.bmc_reference)
+                  and (o.created_at, o.id) < (r.created_at, r.id));
 alter table public.payment_receipts drop constraint payment_receipts_bmc_reference_key;
 create unique index payment_receipts_bmc_reference_key on public.payment_receipts (lower(bmc_reference));
 -- A reference is plain ASCII: letters, digits and . _ : / # -. Unicode look-alikes (a no-break space, a
 -- zero-width space, a full-width or Cyrillic letter, a bidi override) would otherwise make one payment
--- several "different" references. NOT VALID: rows from before this rule stay as they were.
--- It subsumes the old length rule (1-200 characters after trimming), which goes.
+-- several "different" references.
+-- It subsumes the old length rule (1-200 characters after trimming), which goes. Older references it
+-- would refuse keep their text in notes and get a plain one derived from it, so the rule holds for every
+-- row (a restore loads rows under every constraint, so a tolerated exception would make backups unloadable).
+update public.payment_receipts r
+   set notes = left(concat_ws(E'\n', r.notes, 'original reference: ' || r.bmc_reference), 2000),
+       bmc_reference = 'legacy-' || left(pg_catalog.md5(r.bmc_reference), 16)
+ where r.bmc_reference !~ '^[A-Za-z0-9._:/#-]{1,200}$';
 alter table public.payment_receipts
   drop constraint payment_receipts_bmc_reference_length,
-  add constraint payment_receipts_bmc_reference_format check (bmc_reference ~ '^[A-Za-z0-9._:/#-]{1,200}$') not valid,
+  add constraint payment_receipts_bmc_reference_format check (bmc_reference ~ '^[A-Za-z0-9._:/#-]{1,200}$'),
   add constraint payment_receipts_credits_purchased_max check (credits_purchased <= 100000);
 
 comment on column public.payment_receipts.bmc_reference is

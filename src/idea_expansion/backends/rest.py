@@ -178,7 +178,9 @@ class RestBackend:
             if not isinstance(users, list):
                 raise ConnectionError("Supabase Auth answered GET /admin/users without a users list")
             for user in users:
-                if isinstance(user, Mapping) and str(user.get("email") or "").lower() == wanted:
+                held = str(user.get("email") or "") if isinstance(user, Mapping) else ""
+                # ASCII only: Python's lower() folds look-alikes (the Kelvin sign) onto ASCII letters.
+                if held.isascii() and held.lower() == wanted:
                     return uuid.UUID(str(user["id"])), user.get("email_confirmed_at") is not None
             if len(users) < _AUTH_PAGE_SIZE:
                 return None
