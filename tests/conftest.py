@@ -105,3 +105,22 @@ def own_client(own_database: str, encryption_key: str, tmp_path: Path) -> Iterat
     settings = Settings(_env_file=None, DATABASE_URL=own_database, ENCRYPTION_KEY=encryption_key)  # type: ignore[call-arg]
     with IdeaExpansion(settings=settings, backend="postgres", storage_dir=tmp_path / "storage") as sdk:
         yield sdk
+
+
+@pytest.fixture(scope="module")
+def cli_db(fresh_database, project) -> str:  # type: ignore[no-untyped-def]
+    """A database reset through the migrations and seed, for one module of CLI tests."""
+    url: str = fresh_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        reset(conn, project)
+    return url
+
+
+def use_cli_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, columns: int, cwd: Path) -> None:
+    """What a CLI test runs in: no Supabase or database settings from the developer's environment, a
+    storage folder of its own, a terminal `columns` wide, and `cwd` as the working directory."""
+    for name in ("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL", "DATABASE_URL", "IDEA_EXPANSION_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDEA_EXPANSION_STORAGE_DIR", str(tmp_path / "storage"))
+    monkeypatch.setenv("COLUMNS", str(columns))
+    monkeypatch.chdir(cwd)

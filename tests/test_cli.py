@@ -16,24 +16,14 @@ from idea_expansion.cli import app
 from idea_expansion.local import SupabaseProject, reset
 from idea_expansion.local.maintenance import table_fingerprints
 
+from .conftest import ROOT, use_cli_environment
+
 FreshDatabase = Callable[..., str]
-
-
-@pytest.fixture(scope="module")
-def cli_db(fresh_database: FreshDatabase, project: SupabaseProject) -> str:
-    url = fresh_database()
-    with psycopg.connect(url, autocommit=True) as conn:
-        reset(conn, project)
-    return url
 
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL", "DATABASE_URL", "IDEA_EXPANSION_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDEA_EXPANSION_STORAGE_DIR", str(tmp_path / "storage"))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    use_cli_environment(monkeypatch, tmp_path, columns=200, cwd=ROOT)
 
 
 def run(*args: str, input: str | None = None) -> Result:

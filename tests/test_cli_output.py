@@ -20,11 +20,11 @@ from idea_expansion import IdeaExpansion
 from idea_expansion._exceptions import ConfigurationError
 from idea_expansion._settings import Settings
 from idea_expansion.cli._common import command_errors
-from idea_expansion.local import SupabaseProject, reset
 from idea_expansion.pipeline import OfflineProvider, Pipeline, ProviderError
 from idea_expansion.types import OutputFormat
 
-from .test_cli import FreshDatabase, ok, run
+from .conftest import ROOT, use_cli_environment
+from .test_cli import ok, run
 
 FAKE = "✅ Verification successful"
 
@@ -55,21 +55,9 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 PLAIN_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
-@pytest.fixture(scope="module")
-def cli_db(fresh_database: FreshDatabase, project: SupabaseProject) -> str:
-    url = fresh_database()
-    with psycopg.connect(url, autocommit=True) as conn:
-        reset(conn, project)
-    return url
-
-
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL", "DATABASE_URL", "IDEA_EXPANSION_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDEA_EXPANSION_STORAGE_DIR", str(tmp_path / "storage"))
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    use_cli_environment(monkeypatch, tmp_path, columns=250, cwd=ROOT)
 
 
 def assert_literal(output: str, *shown: str, real_fakes: int = 0) -> None:

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import sql
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from idea_expansion import (
     DatabaseSetupError,
@@ -30,11 +30,12 @@ from idea_expansion import (
     ValidationStatus,
     generate_key,
 )
-from idea_expansion.cli import app
 from idea_expansion.local import maintenance
 from idea_expansion.local.maintenance import _read_archive, _tool, backup, table_fingerprints
 
 from ._db import Db
+from .conftest import use_cli_environment
+from .test_cli import run
 
 USER = uuid.uuid4()
 
@@ -46,17 +47,9 @@ def legacy_encrypt(key: bytes, plaintext: str) -> str:
     return json.dumps({"ciphertext": sealed[:-16].hex(), "iv": iv.hex(), "authTag": sealed[-16:].hex()})
 
 
-def run(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL", "DATABASE_URL", "IDEA_EXPANSION_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDEA_EXPANSION_STORAGE_DIR", str(tmp_path / "storage"))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    use_cli_environment(monkeypatch, tmp_path, columns=200, cwd=tmp_path)  # outside the checkout: no .env
 
 
 # -- envelopes: DecryptionError and nothing else -------------------------------------------------------------
