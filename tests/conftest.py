@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from idea_expansion.local import embedded_database_url, find_project, reset
+from idea_expansion.local import SupabaseProject, embedded_database_url, find_project, reset
 
 from ._db import Db
 
@@ -54,13 +55,29 @@ def project():  # type: ignore[no-untyped-def]
     return find_project(ROOT / "supabase")
 
 
+def migrated_database(fresh_database, project, *, prefix: str = "ie_test", seed: bool = True) -> str:  # type: ignore[no-untyped-def]
+    """A new database on the test server, reset through `project`'s migrations (and seed) as `db reset` does."""
+    url: str = fresh_database(prefix)
+    with psycopg.connect(url, autocommit=True) as conn:
+        reset(conn, project, seed=seed)
+    return url
+
+
+def project_before(project: SupabaseProject, version: str, root: Path) -> SupabaseProject:
+    """A copy of `project` (under `root`) holding only the migrations older than `version`: a database
+    reset through it is one from before that migration landed."""
+    before = SupabaseProject(root / "supabase")
+    before.migrations_dir.mkdir(parents=True)
+    for migration in project.migrations():
+        if migration.version < version:
+            shutil.copy(migration.path, before.migrations_dir / migration.path.name)
+    return before
+
+
 @pytest.fixture(scope="session")
 def database_url(fresh_database, project) -> str:  # type: ignore[no-untyped-def]
     """A database reset through the real migrations and seed."""
-    url: str = fresh_database()
-    with psycopg.connect(url, autocommit=True) as conn:
-        reset(conn, project)
-    return url
+    return migrated_database(fresh_database, project)
 
 
 @pytest.fixture(scope="session")
@@ -91,10 +108,7 @@ def client(database_url: str, encryption_key: str, tmp_path_factory: pytest.Temp
 def own_database(fresh_database, project) -> str:  # type: ignore[no-untyped-def]
     """A database of this test's own, reset through the migrations: for tests that act on every user's
     rows (claiming queued runs, reaping stale ones, draining the queue with a worker)."""
-    url: str = fresh_database("ie_own")
-    with psycopg.connect(url, autocommit=True) as conn:
-        reset(conn, project, seed=False)
-    return url
+    return migrated_database(fresh_database, project, prefix="ie_own", seed=False)
 
 
 @pytest.fixture
@@ -110,10 +124,7 @@ def own_client(own_database: str, encryption_key: str, tmp_path: Path) -> Iterat
 @pytest.fixture(scope="module")
 def cli_db(fresh_database, project) -> str:  # type: ignore[no-untyped-def]
     """A database reset through the migrations and seed, for one module of CLI tests."""
-    url: str = fresh_database()
-    with psycopg.connect(url, autocommit=True) as conn:
-        reset(conn, project)
-    return url
+    return migrated_database(fresh_database, project)
 
 
 def use_cli_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, columns: int, cwd: Path) -> None:

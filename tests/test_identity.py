@@ -9,7 +9,6 @@ GoTrue makes them, and its admin API is replayed from recorded responses (respx)
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,12 +36,12 @@ from idea_expansion import (
     generate_key,
 )
 from idea_expansion.backends.rest import RestBackend
-from idea_expansion.local import find_project, reset
+from idea_expansion.local import find_project
 from idea_expansion.local.migrations import migrate
-from idea_expansion.local.project import SupabaseProject
 from idea_expansion.pipeline import Pipeline
 
 from ._db import Db
+from .conftest import migrated_database, project_before
 
 IDENTITY_MIGRATION = "20260101001800"
 USER_TABLES = (
@@ -291,14 +290,8 @@ def test_the_migration_detaches_profiles_of_unconfirmed_sign_ups(fresh_database,
     """Profiles the old trigger gave to unconfirmed sign-ups leave that identity (with what the service
     merged into them by e-mail). That identity is older than the detached profile, so its confirmation
     (perhaps the owner's click on a squatter's sign-up) never takes it back; a newer sign-up's does."""
-    before = SupabaseProject(tmp_path / "supabase")
-    before.migrations_dir.mkdir(parents=True)
-    for migration in project.migrations():
-        if migration.version < IDENTITY_MIGRATION:
-            shutil.copy(migration.path, before.migrations_dir / migration.path.name)
-    url: str = fresh_database("ie_identity")
-    with psycopg.connect(url, autocommit=True) as conn:
-        reset(conn, before, seed=False)
+    before = project_before(project, IDENTITY_MIGRATION, tmp_path)
+    url = migrated_database(fresh_database, before, prefix="ie_identity", seed=False)
     db = Db(url)
     try:
         email, squatter = address("legacy"), uuid.uuid4()

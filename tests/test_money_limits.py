@@ -41,6 +41,7 @@ from idea_expansion.types.params import (
 )
 
 from ._db import Db, apply_request_context
+from .conftest import migrated_database, project_before
 
 T = TypeVar("T", bound=BaseModel)
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -604,20 +605,12 @@ def test_older_references_are_made_plain_so_every_row_keeps_the_rule_and_restore
     """References the old rules allowed (an inner space, a no-break space, two that differ only in case)
     get a plain form, their text kept in notes: the rule is then valid for every row, so a backup of
     such a database restores (a restore loads rows under every constraint)."""
-    import shutil
 
-    from idea_expansion.local import find_project, reset
+    from idea_expansion.local import find_project
     from idea_expansion.local.migrations import migrate
-    from idea_expansion.local.project import SupabaseProject
 
-    before = SupabaseProject(tmp_path / "supabase")
-    before.migrations_dir.mkdir(parents=True)
-    for migration in project.migrations():
-        if migration.path.name < "20260101002000":
-            shutil.copy(migration.path, before.migrations_dir / migration.path.name)
-    url: str = fresh_database("ie_legacy_refs")
-    with psycopg.connect(url, autocommit=True) as conn:
-        reset(conn, before, seed=False)
+    before = project_before(project, "20260101002000", tmp_path)
+    url = migrated_database(fresh_database, before, prefix="ie_legacy_refs", seed=False)
     db = Db(url)
     try:
         user = db.create_user()

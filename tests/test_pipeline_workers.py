@@ -16,21 +16,17 @@ from pathlib import Path
 import pytest
 
 from idea_expansion import ExecutionStatus, IdeaExpansion, Settings
-from idea_expansion.local import SupabaseProject, reset
+from idea_expansion.local import SupabaseProject
 from idea_expansion.pipeline import OfflineProvider, Pipeline
 
 from ._db import Db
+from .conftest import migrated_database
 
 
 @pytest.fixture
 def database_url(fresh_database, project: SupabaseProject) -> str:  # type: ignore[no-untyped-def]
     """A database of its own for each test: worker processes claim every queued run they can see."""
-    url: str = fresh_database()
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        reset(conn, project)
-    return url
+    return migrated_database(fresh_database, project)
 
 
 @pytest.fixture
