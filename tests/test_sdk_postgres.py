@@ -59,10 +59,9 @@ def test_github_sign_in_creates_then_updates_and_stores_the_token_encrypted(clie
     assert again.id == first.id
     assert (again.name, again.timezone) == ("Octo Cat", "Europe/Paris")
     assert client.for_user(first.id).credentials.get_secret("github") == "gho_second"
-    with client.backend.transaction(client.scope) as conn:  # type: ignore[attr-defined]
-        stored = conn.execute(
-            "select encrypted_value from public.credentials where user_id = %s", (first.id,)
-        ).fetchone()
+    (stored,) = client.backend.query(  # type: ignore[attr-defined]
+        "select encrypted_value from public.credentials where user_id = %s", (first.id,), client.scope
+    )
     assert "gho_second" not in stored["encrypted_value"]
 
 
@@ -152,8 +151,9 @@ def test_idea_input_limits(alice: IdeaExpansion, kwargs: dict[str, object]) -> N
 def test_listing_filters_orders_and_pages(client: IdeaExpansion, alice: IdeaExpansion) -> None:
     created = [alice.ideas.create(title=f"idea {n}") for n in range(5)]
     client.ideas.archive(created[0].id)
-    with client.backend.transaction(client.scope) as conn:  # type: ignore[attr-defined]
-        conn.execute("update public.ideas set priority_score = 90 where id = %s", (created[2].id,))
+    client.backend.query(  # type: ignore[attr-defined]
+        "update public.ideas set priority_score = 90 where id = %s", (created[2].id,), client.scope
+    )
     assert [i.id for i in alice.ideas.list()] == [i.id for i in reversed(created)]
     assert {i.id for i in alice.ideas.list(status="archived")} == {created[0].id}
     assert alice.ideas.list(order_by="priority_score")[0].id == created[2].id
@@ -232,13 +232,13 @@ def test_a_ciphertext_moved_to_another_user_does_not_decrypt(
 ) -> None:
     alice.credentials.set("anthropic", "sk-ant-alice")
     bob.credentials.set("anthropic", "sk-ant-bob")
-    with client.backend.transaction(client.scope) as conn:  # type: ignore[attr-defined]
-        conn.execute(
-            "update public.credentials set encrypted_value = "
-            "(select encrypted_value from public.credentials where user_id = %s and provider = 'anthropic') "
-            "where user_id = %s and provider = 'anthropic'",
-            (uid(alice), uid(bob)),
-        )
+    client.backend.query(  # type: ignore[attr-defined]
+        "update public.credentials set encrypted_value = "
+        "(select encrypted_value from public.credentials where user_id = %s and provider = 'anthropic') "
+        "where user_id = %s and provider = 'anthropic'",
+        (uid(alice), uid(bob)),
+        client.scope,
+    )
     with pytest.raises(DecryptionError) as failure:
         bob.credentials.get_secret("anthropic")
     assert "sk-ant" not in str(failure.value)

@@ -4,31 +4,47 @@ Every call is one transaction that does what PostgREST does per request: switch 
 and set its JWT claims in one statement (`set_config('role', ..., true)` is SET LOCAL ROLE), run the
 statement, commit. RLS, grants and the database functions therefore decide exactly as they would
 behind the Supabase API.
+
+The four statements travel in one pipeline and the server answers them together: one round trip per
+call. They are explicit statements, not psycopg's `conn.transaction()`, which would wait for BEGIN and
+for COMMIT. After an error the server skips to the pipeline's Sync; a transaction left open or failed
+is then rolled back before the connection goes back to the pool: the only path with a second trip
+(and a third when psycopg, after any ROLLBACK, deallocates the statements it had prepared).
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any, cast
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params, QueryNoTemplate
+from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._exceptions import ConnectionError, InvalidRequestError, TimeoutError, error_from_code
+from ..local.compat import database_kind
 from ._base import Delete, Eq, Filter, In, Insert, Is, Json, Keyset, Request, Rpc, Scope, Select, Update
 
 __all__ = ["PostgresBackend", "set_request_context"]
 
 _SCHEMA = "public"
+_BEGIN = b"begin"
+_COMMIT = b"commit"
+_REQUEST_CONTEXT = b"select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
+_OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+_ROWS = ExecStatus.TUPLES_OK
 
 
 class PostgresBackend:
-    """Runs requests on a psycopg connection pool, one PostgREST-style transaction per call."""
+    """Runs requests on a psycopg connection pool, one PostgREST-style transaction per call, sent in one
+    round trip (`query`)."""
 
     def __init__(
         self,
@@ -39,6 +55,7 @@ class PostgresBackend:
         timeout: float = 30.0,
         statement_timeout_ms: int = 30_000,
     ) -> None:
+        self._database_url, self._timeout = database_url, timeout
         connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "row_factory": dict_row,
@@ -55,6 +72,7 @@ class PostgresBackend:
             max_size=max_size,
             timeout=timeout,
             kwargs=connect_kwargs,
+            configure=_configure,
             open=False,
         )
         try:
@@ -62,16 +80,47 @@ class PostgresBackend:
         except PoolTimeout as exc:
             self._pool.close()
             raise ConnectionError(f"cannot connect to the database within {timeout:.0f}s") from exc
+        try:
+            with self._connection() as conn:
+                self._kind = database_kind(conn)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def rebuild_arguments(self) -> dict[str, Any]:
+        """The URL and timeout that build an equal backend in another process (a worker)."""
+        return {"database_url": self._database_url, "timeout": self._timeout}
 
     def close(self) -> None:
         self._pool.close()
 
+    def database_kind(self) -> str:
+        """`"plain"`, `"compat"` or `"supabase"` (see `idea_expansion.local.database_kind`), read when
+        the pool opened: the local storage refuses a real Supabase database without a round trip."""
+        return self._kind
+
+    def query(self, statement: QueryNoTemplate, params: Params | None, scope: Scope) -> list[dict[str, Any]]:
+        """Run one statement as `scope`, PostgREST-style, in one round trip; returns its rows (none for a
+        statement that returns none). Database errors become idea-expansion errors."""
+        context = (scope.role, json.dumps(scope.claims()))
+        with self._connection() as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute(_BEGIN)
+                    conn.execute(_REQUEST_CONTEXT, context)
+                    cursor = conn.execute(statement, params)
+                    conn.execute(_COMMIT)
+            except BaseException:
+                _end_transaction(conn)
+                raise
+            result = cursor.pgresult
+            return cursor.fetchall() if result is not None and result.status == _ROWS else []
+
     @contextmanager
-    def transaction(self, scope: Scope) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        """One request transaction as `scope`; database errors become idea-expansion errors."""
+    def _connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A pooled connection; database errors become idea-expansion errors."""
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                set_request_context(conn, scope)
+            with self._pool.connection() as conn:
                 yield conn
         except psycopg.errors.QueryCanceled as exc:
             raise TimeoutError(f"the database did not answer in time: {exc.diag.message_primary}") from exc
@@ -85,22 +134,12 @@ class PostgresBackend:
             raise TimeoutError("no database connection became free in time") from exc
 
     def execute(self, request: Request, scope: Scope) -> list[dict[str, Any]]:
-        query, params = compile_request(request)
-        with self.transaction(scope) as conn:
-            return conn.execute(query, params).fetchall()
+        query, params = _compile(request)
+        return self.query(query, params, scope)
 
     def rpc(self, request: Rpc, scope: Scope) -> Any:
-        args = sql.SQL(", ").join(
-            sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in request.args
-        )
-        call = sql.SQL("{}.{}({})").format(sql.Identifier(_SCHEMA), sql.Identifier(request.function), args)
-        params = {k: _adapt(v) for k, v in request.args.items()}
-        if request.returns == "scalar":
-            query = sql.SQL("select {} as result").format(call)
-        else:
-            query = sql.SQL("select * from {} as result").format(call)
-        with self.transaction(scope) as conn:
-            rows = conn.execute(query, params).fetchall()
+        query, params = _compile_rpc(request)
+        rows = self.query(query, params, scope)
         if request.returns == "rows":
             return rows
         if request.returns == "values":
@@ -112,12 +151,40 @@ class PostgresBackend:
 
 
 def set_request_context(conn: psycopg.Connection[Any], scope: Scope) -> None:
-    """What PostgREST does at the start of every request transaction, in one round trip:
+    """What PostgREST does at the start of every request transaction, in one statement:
     `set_config('role', ..., true)` is SET LOCAL ROLE, then the JWT claims for this transaction."""
-    conn.execute(
-        "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
-        (scope.role, json.dumps(scope.claims())),
-    )
+    conn.execute(_REQUEST_CONTEXT, (scope.role, json.dumps(scope.claims())))
+
+
+_json_decode = json.JSONDecoder().decode
+
+
+def _decode_json(encoding: str, data: str | bytes) -> Any:
+    """What `json.loads` returns for the server's text, without its encoding detection on bytes, which
+    cost as much as the parsing (a page of 50 ideas holds 100 json values): the connection says its
+    encoding."""
+    return _json_decode(data if isinstance(data, str) else data.decode(encoding))
+
+
+@functools.cache
+def _json_loads(encoding: str) -> Callable[[str | bytes], Any]:
+    # One object per encoding, and not a closure: psycopg caches a loader class per loads function
+    # (and warns of a leak for closures, which it cannot cache).
+    return functools.partial(_decode_json, encoding)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Set up each new pooled connection (no round trip)."""
+    set_json_loads(_json_loads(conn.info.encoding), conn)
+
+
+def _end_transaction(conn: psycopg.Connection[Any]) -> None:
+    """Roll back what a failed request left open, so the pool gets the connection back idle (it would
+    otherwise roll back itself, with a warning). A broken connection is left to the pool to discard."""
+    if conn.broken or conn.pgconn.transaction_status not in _OPEN:
+        return
+    with suppress(psycopg.Error):
+        conn.rollback()
 
 
 def _behind_transaction_pooler(url: str) -> bool:
@@ -147,92 +214,106 @@ def _adapt(value: Any) -> Any:
     return Jsonb(value.value) if isinstance(value, Json) else value
 
 
-def _table(name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(_SCHEMA), sql.Identifier(name))
+@functools.lru_cache(maxsize=4096)
+def _quoted(name: str) -> str:
+    """`name` as a quoted identifier, as `psycopg.sql.Identifier` quotes it. Cached, and statements are
+    plain strings: composing `psycopg.sql` objects on every call cost about 5% of a page of 50 rows."""
+    return sql.Identifier(name).as_string(None)
 
 
-def _where(filters: Sequence[Filter], params: list[Any]) -> sql.Composable:
+def _table(name: str) -> str:
+    return f"{_quoted(_SCHEMA)}.{_quoted(name)}"
+
+
+def _where(filters: Sequence[Filter], params: list[Any]) -> str:
     if not filters:
-        return sql.SQL("")
-    parts: list[sql.Composable] = []
+        return ""
+    parts: list[str] = []
     for f in filters:
         if isinstance(f, Eq):
-            parts.append(sql.SQL("{} = %s").format(sql.Identifier(f.column)))
+            parts.append(f"{_quoted(f.column)} = %s")
             params.append(_adapt(f.value))
         elif isinstance(f, In):
-            parts.append(sql.SQL("{} = any(%s)").format(sql.Identifier(f.column)))
+            parts.append(f"{_quoted(f.column)} = any(%s)")
             params.append(list(f.values))
         elif isinstance(f, Is):
             keyword = {None: "null", True: "true", False: "false"}[f.value]
-            parts.append(sql.SQL("{} is " + keyword).format(sql.Identifier(f.column)))
+            parts.append(f"{_quoted(f.column)} is {keyword}")
         elif isinstance(f, Keyset):
-            parts.append(sql.SQL("({}, id) < (%s, %s)").format(sql.Identifier(f.column)))
+            parts.append(f"({_quoted(f.column)}, id) < (%s, %s)")
             params.extend([f.sort_value, f.id])
         else:  # pragma: no cover - the Filter union is closed
             raise InvalidRequestError(f"unsupported filter {f!r}")
-    return sql.SQL(" where ") + sql.SQL(" and ").join(parts)
+    return " where " + " and ".join(parts)
 
 
-def _returning() -> sql.Composable:
-    return sql.SQL(" returning *")  # PostgREST's return=representation
+_RETURNING = " returning *"  # PostgREST's return=representation
 
 
 def compile_request(request: Request) -> tuple[sql.Composed, list[Any]]:
     """The SQL statement (and parameters) PostgREST would run for a request."""
+    text, params = _compile(request)
+    return sql.Composed([sql.SQL(text)]), params
+
+
+def _compile(request: Request) -> tuple[str, list[Any]]:
     params: list[Any] = []
     if isinstance(request, Select):
-        columns: sql.Composable = (
-            sql.SQL(", ").join(sql.Identifier(c) for c in request.columns) if request.columns else sql.SQL("*")
-        )
-        query: sql.Composed = sql.SQL("select {} from {}").format(columns, _table(request.table))
-        query += _where(request.filters, params)
+        columns = ", ".join(_quoted(c) for c in request.columns) if request.columns else "*"
+        query = f"select {columns} from {_table(request.table)}" + _where(request.filters, params)
         if request.order:
-            query += sql.SQL(" order by ") + sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(o.column), sql.SQL("desc" if o.descending else "asc"))
-                for o in request.order
+            query += " order by " + ", ".join(
+                f"{_quoted(o.column)} {'desc' if o.descending else 'asc'}" for o in request.order
             )
+        # LIMIT and OFFSET are written into the statement (as integers, so never anything else): a
+        # prepared statement's generic plan for `limit $n` assumes a tenth of the rows are wanted, so
+        # every list the index does not narrow to one user was planned anew on every call.
         if request.limit is not None:
-            query += sql.SQL(" limit %s")
-            params.append(request.limit)
+            query += f" limit {int(request.limit):d}"
         if request.offset:
-            query += sql.SQL(" offset %s")
-            params.append(request.offset)
+            query += f" offset {int(request.offset):d}"
         return query, params
     if isinstance(request, Insert):
         return _compile_insert(request)
     if isinstance(request, Update):
         if not request.values:
             raise InvalidRequestError("nothing to update")
-        assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(column)) for column in request.values)
+        assignments = ", ".join(f"{_quoted(column)} = %s" for column in request.values)
         params.extend(_adapt(v) for v in request.values.values())
-        query = sql.SQL("update {} set {}").format(_table(request.table), assignments)
-        return query + _where(request.filters, params) + _returning(), params
+        query = f"update {_table(request.table)} set {assignments}"
+        return query + _where(request.filters, params) + _RETURNING, params
     if isinstance(request, Delete):
-        query = sql.SQL("delete from {}").format(_table(request.table))
-        return query + _where(request.filters, params) + _returning(), params
+        query = f"delete from {_table(request.table)}"
+        return query + _where(request.filters, params) + _RETURNING, params
     raise InvalidRequestError(f"unsupported request {request!r}")  # pragma: no cover
 
 
-def _compile_insert(request: Insert) -> tuple[sql.Composed, list[Any]]:
+def _compile_insert(request: Insert) -> tuple[str, list[Any]]:
     if not request.rows:
         raise InvalidRequestError("nothing to insert")
     columns = list(request.rows[0])
     if any(list(row) != columns for row in request.rows):
         raise InvalidRequestError("every inserted row must have the same columns")
     params: list[Any] = []
-    values = sql.SQL(", ").join(
-        sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in columns)) for _ in request.rows
-    )
+    row_values = "(" + ", ".join("%s" for _ in columns) + ")"
+    values = ", ".join(row_values for _ in request.rows)
     for row in request.rows:
         params.extend(_adapt(row[c]) for c in columns)
-    query: sql.Composed = sql.SQL("insert into {} ({}) values {}").format(
-        _table(request.table), sql.SQL(", ").join(sql.Identifier(c) for c in columns), values
-    )
+    names = ", ".join(_quoted(c) for c in columns)
+    query = f"insert into {_table(request.table)} ({names}) values {values}"
     if request.on_conflict:
         # Exactly PostgREST's merge-duplicates upsert: every sent column is assigned, the conflict
         # columns included, so column grants are checked the same way on both backends.
-        query += sql.SQL(" on conflict ({}) do update set ").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in request.on_conflict)
-        )
-        query += sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in columns)
-    return query + _returning(), params
+        targets = ", ".join(_quoted(c) for c in request.on_conflict)
+        query += f" on conflict ({targets}) do update set "
+        query += ", ".join(f"{_quoted(c)} = excluded.{_quoted(c)}" for c in columns)
+    return query + _RETURNING, params
+
+
+def _compile_rpc(request: Rpc) -> tuple[str, dict[str, Any]]:
+    args = ", ".join(f"{_quoted(name)} => %({name})s" for name in request.args)
+    call = f"{_table(request.function)}({args})"
+    params = {k: _adapt(v) for k, v in request.args.items()}
+    if request.returns == "scalar":
+        return f"select {call} as result", params
+    return f"select * from {call} as result", params

@@ -14,7 +14,6 @@ from urllib.parse import quote
 from psycopg.types.json import Jsonb
 
 from .._exceptions import ConfigurationError, InvalidRequestError, NotFoundError, StorageError
-from ..local.compat import database_kind
 from ._base import Scope
 from .postgres import PostgresBackend
 from .rest import RestBackend
@@ -72,29 +71,25 @@ class RestStorage:
 class LocalStorage:
     """Files in a local directory; their metadata rows in `storage.objects`, written as the caller.
 
-    A row the caller's policies refuse means no file is written; the file is written inside the row's
-    transaction, so a failed write leaves no row. Signed URLs are plain file URLs: there is no server.
+    Each call is one request of the backend (one round trip). An upload writes the file beside its
+    target first, then the row; only after the row is committed does the file take the object's
+    name. A row the caller's policies refuse, or any other failure, leaves no file and never touches
+    the object's existing file. Signed URLs are plain file URLs: there is no server.
     """
 
     def __init__(self, backend: PostgresBackend, root: Path) -> None:
         self._backend = backend
         self.root = root
-        self._checked = False
         self._limits: dict[str, tuple[float, int | None, list[str] | None]] = {}
 
     def _ensure_not_supabase(self) -> None:
         # On a real Supabase database, storage.objects belongs to Supabase Storage: rows written here
         # would point at files only this machine has. Use the REST backend (SUPABASE_URL) there.
-        if self._checked:
-            return
-        with self._backend.transaction(Scope("service_role")) as conn:
-            kind = database_kind(conn)
-        if kind == "supabase":
+        if self._backend.database_kind() == "supabase":
             raise ConfigurationError(
                 "this is a Supabase database: store files through Supabase Storage by setting SUPABASE_URL "
                 "and SUPABASE_SERVICE_ROLE_KEY (the REST backend), not in a local directory"
             )
-        self._checked = True
 
     def _file(self, bucket: str, path: str) -> Path:
         return self.root / bucket / path
@@ -108,13 +103,22 @@ class LocalStorage:
             else ""
         )
         self._check_bucket_limits(bucket, len(data), content_type)
-        with self._backend.transaction(scope) as conn:
-            conn.execute(
+        target = self._file(bucket, path)
+        staged = self._stage(target, data)
+        try:
+            self._backend.query(
                 "insert into storage.objects (bucket_id, name, owner, metadata) "
                 f"values (%s, %s, auth.uid(), %s) {conflict}",
                 (bucket, path, metadata),
+                scope,
             )
-            self._write(self._file(bucket, path), data)
+            # Same directory, so an atomic rename: readers see the old file or the new one, never a part.
+            # (It can fail only if something else took the name, say a directory: the row then stays, and a
+            # download says its file is missing, as for a row whose file was deleted by hand.)
+            os.replace(staged, target)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
         return path
 
     def _bucket_limits(self, bucket: str) -> tuple[int | None, list[str] | None]:
@@ -123,12 +127,14 @@ class LocalStorage:
         cached = self._limits.get(bucket)
         if cached is not None and time.monotonic() - cached[0] < 60:
             return cached[1], cached[2]
-        with self._backend.transaction(Scope("service_role")) as conn:
-            row = conn.execute(
-                "select file_size_limit, allowed_mime_types from storage.buckets where id = %s", (bucket,)
-            ).fetchone()
-        if row is None:
+        rows = self._backend.query(
+            "select file_size_limit, allowed_mime_types from storage.buckets where id = %s",
+            (bucket,),
+            Scope("service_role"),
+        )
+        if not rows:
             raise NotFoundError(f"bucket {bucket!r} not found", code="404")
+        row = rows[0]
         self._limits[bucket] = (time.monotonic(), row["file_size_limit"], row["allowed_mime_types"])
         return row["file_size_limit"], row["allowed_mime_types"]
 
@@ -144,11 +150,10 @@ class LocalStorage:
 
     def download(self, bucket: str, path: str, scope: Scope) -> bytes:
         self._ensure_not_supabase()
-        with self._backend.transaction(scope) as conn:
-            row = conn.execute(
-                "select 1 from storage.objects where bucket_id = %s and name = %s", (bucket, path)
-            ).fetchone()
-        if row is None:
+        rows = self._backend.query(
+            "select 1 from storage.objects where bucket_id = %s and name = %s", (bucket, path), scope
+        )
+        if not rows:
             raise NotFoundError(f"object {path!r} not found (or not visible to this client)", code="404")
         try:
             return self._file(bucket, path).read_bytes()
@@ -157,10 +162,9 @@ class LocalStorage:
 
     def remove(self, bucket: str, paths: list[str], scope: Scope) -> list[str]:
         self._ensure_not_supabase()
-        with self._backend.transaction(scope) as conn:
-            rows = conn.execute(
-                "delete from storage.objects where bucket_id = %s and name = any(%s) returning name", (bucket, paths)
-            ).fetchall()
+        rows = self._backend.query(
+            "delete from storage.objects where bucket_id = %s and name = any(%s) returning name", (bucket, paths), scope
+        )
         removed = [r["name"] for r in rows]
         for name in removed:
             self._file(bucket, name).unlink(missing_ok=True)
@@ -174,13 +178,14 @@ class LocalStorage:
         return self._file(bucket, path).resolve().as_uri()
 
     @staticmethod
-    def _write(target: Path, data: bytes) -> None:
+    def _stage(target: Path, data: bytes) -> Path:
+        """`data` in a new file beside `target` (a fresh name: mkstemp never opens an existing file)."""
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            os.replace(temp, target)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+        return Path(temp)
