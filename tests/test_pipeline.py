@@ -76,9 +76,10 @@ def pipeline(client: IdeaExpansion, provider: CountingProvider) -> Pipeline:
 def new_user(client: IdeaExpansion, **usage: int) -> uuid.UUID:
     user = client.users.create(email=f"pipe-{uuid.uuid4().hex[:10]}@example.test")
     if usage:
-        with client.backend.transaction(client.scope) as conn:  # type: ignore[attr-defined]
-            sets = ", ".join(f"{k} = {int(v)}" for k, v in usage.items())
-            conn.execute(f"update public.usage_tracking set {sets} where user_id = %s", (user.id,))
+        sets = ", ".join(f"{k} = {int(v)}" for k, v in usage.items())
+        client.backend.query(  # type: ignore[attr-defined]
+            f"update public.usage_tracking set {sets} where user_id = %s", (user.id,), client.scope
+        )
     return user.id
 
 
@@ -333,7 +334,8 @@ def test_queued_runs_are_claimed_once_and_status_reports_them(
     assert snapshot(client, user) == (2, 0, 0)  # held at enqueue time
     assert pipeline.status(runs[0].id).status == ExecutionStatus.QUEUED
     assert client.for_user(user).expansions.status(runs[0].id).status == ExecutionStatus.QUEUED  # users poll too
-    assert pipeline.run_worker(concurrency=2, exit_when_idle=True) == 3
+    # Threads: CountingProvider holds a lock, so it cannot be sent to worker processes.
+    assert pipeline.run_worker(concurrency=1, threads_per_process=2, exit_when_idle=True) == 3
     for run in runs:
         status = pipeline.status(run.id)
         assert status.status == ExecutionStatus.COMPLETED

@@ -65,7 +65,14 @@ class RestBackend:
             headers={"X-Client-Info": CLIENT_INFO},
         )
         self._service_key = service_role_key
+        self._timeout = timeout
+        self._injected = httpx_client is not None or supabase_client is not None
         self._service = supabase_client or self._client(service_role_key, authorization=None)
+
+    def rebuild_arguments(self) -> dict[str, Any] | None:
+        """The URL and timeout that build an equal backend in another process (a worker), with the keys
+        from the settings; None when this one sends through an HTTP or Supabase client passed in."""
+        return None if self._injected else {"url": self.url, "timeout": self._timeout}
 
     def close(self) -> None:
         if self._owns_http:

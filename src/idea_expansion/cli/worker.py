@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from datetime import timedelta
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -16,7 +17,15 @@ from ._common import DB_URL_HELP, command_errors, console, safe
 
 
 def worker_command(
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Runs processed at once.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Worker processes (use as many as there are cores).")
+    ] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads", "-t", min=1, help="Runs each process handles at once (threads overlap waits on a model)."
+        ),
+    ] = 1,
     db_url: Annotated[str | None, typer.Option("--db-url", help=DB_URL_HELP)] = None,
     exit_when_idle: Annotated[bool, typer.Option("--exit-when-idle", help="Stop once the queue is empty.")] = False,
     stale_after: Annotated[
@@ -27,12 +36,15 @@ def worker_command(
         float, typer.Option("--simulate-latency", help="Offline provider only: seconds each model call waits.")
     ] = 0.0,
 ) -> None:
-    """Process queued expansions until interrupted (Ctrl-C finishes the runs in hand, then stops).
+    """Process queued expansions until interrupted (Ctrl-C or SIGTERM finishes the runs in hand, then stops;
+    a second one stops at once and leaves the runs in hand to the reaper).
 
-    Any number of workers on any number of machines can share one database: each queued run is claimed
-    exactly once (FOR UPDATE SKIP LOCKED), and runs whose worker died are reaped.
+    --concurrency N runs N worker processes, each with --threads claim loops: N runs at a time scale
+    with N cores; more threads only help while runs wait on a model. Any number of workers on any number
+    of machines can share one database: each queued run is claimed exactly once (FOR UPDATE SKIP LOCKED),
+    and runs whose worker died are reaped. A worker process that dies stops the others (exit code 1).
 
-    Example: idea-expansion worker --concurrency 4
+    Example: idea-expansion worker --concurrency 2 --threads 4
     """
     with command_errors():
         settings = Settings()
@@ -44,9 +56,18 @@ def worker_command(
                 stale_after=timedelta(seconds=stale_after),
             )
             stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            signal.signal(signal.SIGINT, lambda *_: stop.set())
-            console.print(f"worker started ({concurrency} at once, provider {safe(pipeline.provider.name)})")
+
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                if stop.is_set():  # asked twice: stop now, leaving the runs in hand to the reaper
+                    raise KeyboardInterrupt
+                stop.set()  # finish the runs in hand, then stop
+
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            shape = f"{concurrency} process(es) x {threads} thread(s)"
+            console.print(f"worker started ({shape}, provider {safe(pipeline.provider.name)})")
             with pipeline:
-                done = pipeline.run_worker(concurrency=concurrency, stop=stop, exit_when_idle=exit_when_idle)
+                done = pipeline.run_worker(
+                    concurrency=concurrency, threads_per_process=threads, stop=stop, exit_when_idle=exit_when_idle
+                )
             console.print(f"worker stopped after {done} run(s)")

@@ -17,7 +17,7 @@ from .providers import (
     OpenAIProvider,
     ProviderError,
 )
-from .runner import Pipeline
+from .runner import Pipeline, WorkerProcessError
 
 __all__ = [
     "AnthropicProvider",
@@ -35,6 +35,7 @@ __all__ = [
     "ProviderError",
     "PublishError",
     "TwitterThreadContent",
+    "WorkerProcessError",
     "github_http_client",
     "parse_content",
 ]

@@ -9,6 +9,7 @@ import math
 import re
 import textwrap
 import unicodedata
+from typing import TYPE_CHECKING
 
 from markdown_it import MarkdownIt
 
@@ -21,10 +22,16 @@ from .content import (
     TwitterThreadContent,
 )
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 __all__ = [
+    "PNG_COMPRESS_LEVEL",
     "build_blog_post",
     "build_repo",
     "build_thread",
+    "draw_title_card",
+    "encode_png",
     "render_title_card",
     "sanitize_repo_name",
     "slugify",
@@ -99,8 +106,15 @@ def build_repo(draft: RepoDraft, *, generated_by: str) -> GitHubRepoContent:
     )
 
 
-def render_title_card(headline: str, caption: str, *, width: int = 1200, height: int = 630) -> bytes:
-    """A real PNG: a colour band chosen from the headline, the headline and the caption in large type."""
+# zlib level 3 instead of `optimize=True` (level 9): measured on the pipeline's 1200x630 title cards
+# (about 400 colours, so no lossless palette), encoding takes 9.6 ms instead of 43 ms of CPU per image
+# and the file grows from 27.9 kB to 37.4 kB on average (+34%, far below the bucket's size limit).
+# The cards were three quarters of an offline run's CPU; levels 1-3 cost the same here and 3 is smallest.
+PNG_COMPRESS_LEVEL = 3
+
+
+def draw_title_card(headline: str, caption: str, *, width: int = 1200, height: int = 630) -> Image.Image:
+    """The title card's pixels: a colour band chosen from the headline, the headline and the caption."""
     from PIL import Image, ImageDraw, ImageFont
 
     digest = hashlib.sha256(headline.encode()).digest()
@@ -119,6 +133,16 @@ def render_title_card(headline: str, caption: str, *, width: int = 1200, height:
     for line in textwrap.wrap(caption, width=70)[:4]:
         draw.text((80, y), line, font=caption_font, fill=(225, 225, 235))
         y += 40
+    return image
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """A lossless PNG of `image`, compressed at `PNG_COMPRESS_LEVEL`."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
+
+
+def render_title_card(headline: str, caption: str, *, width: int = 1200, height: int = 630) -> bytes:
+    """A real PNG: a colour band chosen from the headline, the headline and the caption in large type."""
+    return encode_png(draw_title_card(headline, caption, width=width, height=height))

@@ -25,16 +25,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
 from .._exceptions import (
     APIError,
+    ConfigurationError,
     ConnectionError,
     IdeaExpansionError,
     InvalidRequestError,
@@ -53,6 +55,14 @@ from ..types.expansions import (
     ExpansionStarted,
 )
 from ..types.ids import IdLike
+from ._processes import (
+    LoopOptions,
+    PipelineRecipe,
+    WorkerProcessError,
+    check_picklable,
+    client_recipe,
+    run_processes,
+)
 from .content import (
     BlogDraft,
     BlogPostContent,
@@ -77,7 +87,7 @@ if TYPE_CHECKING:
     from .._settings import Settings
     from ..types.expansions import ExpansionStatus
 
-__all__ = ["HEARTBEAT_EVERY", "STALE_AFTER", "Pipeline", "ProgressCallback"]
+__all__ = ["HEARTBEAT_EVERY", "STALE_AFTER", "Pipeline", "ProgressCallback", "WorkerProcessError"]
 
 log = logging.getLogger("idea_expansion.pipeline")
 T = TypeVar("T", bound=BaseModel)
@@ -103,6 +113,25 @@ _DRAFTS: dict[OutputFormat, type[BaseModel]] = {
     OutputFormat.GITHUB_REPO: RepoDraft,
     OutputFormat.IMAGE: ImageDraft,
 }
+
+
+class _Counter(Protocol):
+    """Runs taken so far: `_Taken` in one process, a shared-memory value across worker processes."""
+
+    value: int
+
+    def get_lock(self) -> AbstractContextManager[Any]: ...
+
+
+class _Taken:
+    """Runs taken by the threads of this process."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def get_lock(self) -> threading.Lock:
+        return self._lock
 
 
 @dataclass
@@ -152,6 +181,8 @@ class Pipeline:
         self._github_api = github_api_url
         self.stale_after = stale_after or STALE_AFTER
         self.heartbeat_every = heartbeat_every
+        self._provider_settings: Settings | None = None
+        """The settings the providers were chosen from (`from_settings`): worker processes choose again."""
 
     @classmethod
     def from_settings(
@@ -168,12 +199,15 @@ class Pipeline:
         from .setup import image_renderer_from_settings, providers_from_settings
 
         settings = settings or client.settings
-        return cls(
+        pipeline = cls(
             client,
             provider=provider or providers_from_settings(settings),
             image_renderer=None if provider else image_renderer_from_settings(settings),
             stale_after=stale_after,
         )
+        # A model client cannot be sent to a worker process, but the settings that made it can.
+        pipeline._provider_settings = None if provider else settings
+        return pipeline
 
     # -- lifetime ---------------------------------------------------------------------------------------
     @property
@@ -270,41 +304,87 @@ class Pipeline:
         self,
         *,
         concurrency: int = 1,
+        threads_per_process: int = 1,
         poll_interval: float = 0.5,
         stop: threading.Event | None = None,
         exit_when_idle: bool = False,
         max_runs: int | None = None,
         worker_id: str | None = None,
     ) -> int:
-        """Process queued expansions with `concurrency` threads until `stop` is set (or the queue is empty,
-        with `exit_when_idle`). Any number of workers, in any number of processes, may share a database:
-        each queued run is claimed exactly once. Returns how many runs this worker processed."""
-        if concurrency < 1:
-            raise InvalidRequestError("concurrency must be at least 1")
+        """Process queued expansions until `stop` is set (or the queue is empty, with `exit_when_idle`).
+        Any number of workers, in any number of processes and machines, may share a database: each queued
+        run is claimed exactly once. Setting `stop` (or Ctrl-C / SIGTERM on a worker process) finishes the
+        runs in hand, then stops; a run whose worker dies mid-run is left to the reaper.
+
+        Args:
+            concurrency: Worker processes. With more than one, each starts fresh (never forked from this
+                process) and builds its own client and pipeline from this one's settings, database URL,
+                storage folder, providers and options; with one, the work runs here, in this process.
+            threads_per_process: Claim loops per process. Threads overlap waits (a model's answer) but
+                not Python work, which holds the interpreter lock: processes are what scale with cores.
+            max_runs: At most this many runs, in all processes together.
+
+        Returns:
+            How many runs this worker took (in all its processes).
+
+        Raises:
+            ConfigurationError: `concurrency` > 1 but this pipeline cannot be rebuilt in another process
+                (a backend, HTTP client or provider object passed in that cannot be sent there); run
+                threads in this process instead: `run_worker(concurrency=1, threads_per_process=N)`.
+            WorkerProcessError: a worker process died; the others finished their runs in hand and stopped.
+        """
+        if concurrency < 1 or threads_per_process < 1:
+            raise InvalidRequestError("concurrency and threads_per_process must be at least 1")
         stop = stop or threading.Event()
-        base = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        lock = threading.Lock()
-        processed = 0
+        if concurrency == 1:
+            taken = _Taken()
+            self._work(
+                threads=threads_per_process,
+                base=worker_id or f"{socket.gethostname()}:{os.getpid()}",
+                stop=stop,
+                taken=taken,
+                poll_interval=poll_interval,
+                exit_when_idle=exit_when_idle,
+                max_runs=max_runs,
+                reaper=True,
+            )
+            return taken.value
+        options = LoopOptions(threads_per_process, poll_interval, exit_when_idle, max_runs, worker_id)
+        return run_processes(self._worker_recipe(), processes=concurrency, options=options, stop=stop)
+
+    def _work(
+        self,
+        *,
+        threads: int,
+        base: str,
+        stop: threading.Event,
+        taken: _Counter,
+        poll_interval: float,
+        exit_when_idle: bool,
+        max_runs: int | None,
+        reaper: bool,
+    ) -> None:
+        """`threads` claim loops in this process, counting the runs they take in `taken` (shared with
+        the other worker processes, so `max_runs` holds for all of them)."""
 
         def loop(index: int) -> None:
-            nonlocal processed
             name = f"{base}/{index}"
             last_reap = 0.0
             failures = 0
             while not stop.is_set():
                 try:
-                    if index == 0 and time.monotonic() - last_reap > 30:
+                    if reaper and index == 0 and time.monotonic() - last_reap > 30:
                         last_reap = time.monotonic()
                         self.reap()
-                    with lock:
-                        if max_runs is not None and processed >= max_runs:
+                    with taken.get_lock():
+                        if max_runs is not None and taken.value >= max_runs:
                             return
-                        processed += 1  # reserve the slot before claiming
+                        taken.value += 1  # reserve the slot before claiming
                     try:
                         claimed = self._claim(name)
                     except BaseException:
-                        with lock:
-                            processed -= 1
+                        with taken.get_lock():
+                            taken.value -= 1
                         raise
                     failures = 0
                 except Exception:  # a database blip must not silently kill the worker thread
@@ -313,8 +393,8 @@ class Pipeline:
                     stop.wait(min(30.0, poll_interval * 2**failures))
                     continue
                 if claimed is None:
-                    with lock:
-                        processed -= 1
+                    with taken.get_lock():
+                        taken.value -= 1
                     if exit_when_idle:
                         return
                     stop.wait(poll_interval)
@@ -326,12 +406,46 @@ class Pipeline:
                 except Exception:  # a run must never take its worker thread down with it
                     log.exception("execution %s ended with an unexpected error", claimed.execution.id)
 
-        threads = [threading.Thread(target=loop, args=(i,), name=f"expansion-worker-{i}") for i in range(concurrency)]
-        for thread in threads:
+        # Daemon threads: a caller interrupted twice exits without them; their runs in hand are the reaper's.
+        workers = [
+            threading.Thread(target=loop, args=(i,), name=f"expansion-worker-{i}", daemon=True) for i in range(threads)
+        ]
+        for thread in workers:
             thread.start()
-        for thread in threads:
-            thread.join()
-        return processed
+        try:
+            for thread in workers:
+                thread.join()
+        except BaseException:  # interrupted (Ctrl-C): the threads finish their runs in hand, then stop
+            told_before = stop.is_set()
+            stop.set()
+            if not told_before:  # unless this is the second time of asking
+                for thread in workers:
+                    thread.join()
+            raise
+
+    def _worker_recipe(self) -> PipelineRecipe:
+        """What a worker process needs to build this pipeline again; refuses what it cannot rebuild."""
+        if self._github_http is not None and not self._owns_github_http:
+            raise ConfigurationError(
+                "this pipeline publishes through a GitHub HTTP client passed in, which a worker process cannot "
+                "rebuild: run threads in this process instead: run_worker(concurrency=1, threads_per_process=N)"
+            )
+        from_settings = self._provider_settings is not None
+        recipe = PipelineRecipe(
+            client=client_recipe(self._client),
+            pipeline_class=type(self),
+            provider=None if from_settings else self.provider,
+            provider_settings=self._provider_settings,
+            image_renderer=None if from_settings or self._render_image is _title_card else self._render_image,
+            github_api_url=self._github_api,
+            stale_after=self.stale_after,
+            heartbeat_every=self.heartbeat_every,
+        )
+        check_picklable(recipe.pipeline_class, f"the pipeline class {type(self).__qualname__}")
+        check_picklable(recipe.provider, f"the provider {type(self.provider).__name__}")
+        check_picklable(recipe.image_renderer, "the image renderer")
+        check_picklable(recipe.client.settings, "the client's settings")
+        return recipe
 
     def publish(self, output_id: IdLike) -> Output:
         """Publish (again) a generated repository whose publishing failed; no credit is charged.
