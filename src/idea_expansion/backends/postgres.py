@@ -28,7 +28,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .._exceptions import ConnectionError, InvalidRequestError, TimeoutError, error_from_code
+from .._exceptions import APIError, ConnectionError, InvalidRequestError, TimeoutError, error_from_code
 from ..local.compat import database_kind
 from ._base import Delete, Eq, Filter, In, Insert, Is, Json, Keyset, Request, Rpc, Scope, Select, Update
 
@@ -55,7 +55,13 @@ class PostgresBackend:
         timeout: float = 30.0,
         statement_timeout_ms: int = 30_000,
     ) -> None:
-        self._database_url, self._timeout = database_url, timeout
+        self._arguments: dict[str, Any] = {
+            "database_url": database_url,
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": timeout,
+            "statement_timeout_ms": statement_timeout_ms,
+        }
         connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "row_factory": dict_row,
@@ -88,8 +94,8 @@ class PostgresBackend:
             raise
 
     def rebuild_arguments(self) -> dict[str, Any]:
-        """The URL and timeout that build an equal backend in another process (a worker)."""
-        return {"database_url": self._database_url, "timeout": self._timeout}
+        """The arguments that build an equal backend in another process (a worker)."""
+        return dict(self._arguments)
 
     def close(self) -> None:
         self._pool.close()
@@ -104,17 +110,42 @@ class PostgresBackend:
         statement that returns none). Database errors become idea-expansion errors."""
         context = (scope.role, json.dumps(scope.claims()))
         with self._connection() as conn:
+            failure: psycopg.Error | None = None
             try:
                 with conn.pipeline():
-                    conn.execute(_BEGIN)
-                    conn.execute(_REQUEST_CONTEXT, context)
-                    cursor = conn.execute(statement, params)
-                    conn.execute(_COMMIT)
+                    # An error can surface at any of these (psycopg reads results as they arrive) or at the
+                    # pipeline's Sync. It is kept and raised after the block: raised through the block,
+                    # psycopg would log a warning naming the connection for every failed request.
+                    try:
+                        conn.execute(_BEGIN)
+                        conn.execute(_REQUEST_CONTEXT, context)
+                        cursor = conn.execute(statement, params)
+                        conn.execute(_COMMIT)
+                    except psycopg.Error as exc:
+                        failure = exc
+            except psycopg.Error as exc:
+                failure = failure or exc
             except BaseException:
                 _end_transaction(conn)
                 raise
+            if failure is not None:
+                _end_transaction(conn)
+                raise failure
             result = cursor.pgresult
-            return cursor.fetchall() if result is not None and result.status == _ROWS else []
+            if result is None or result.status != _ROWS:
+                return []
+            try:
+                return cursor.fetchall()
+            except psycopg.DataError as exc:
+                # The server answered and the transaction committed (the rows arrive with the COMMIT's
+                # answer); only turning a value into Python failed, as an SDK model's check can fail
+                # after PostgREST commits. Say so, so that nobody retries a write that happened.
+                raise APIError(
+                    "the request committed, but a value it returned cannot be read in Python",
+                    code=exc.sqlstate,
+                    details=str(exc),
+                    hint="the change was made: do not retry it",
+                ) from exc
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
@@ -175,7 +206,10 @@ def _json_loads(encoding: str) -> Callable[[str | bytes], Any]:
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     """Set up each new pooled connection (no round trip)."""
-    set_json_loads(_json_loads(conn.info.encoding), conn)
+    # Not for SQL_ASCII ("ascii" here): such a database hands over bytes in no declared encoding, which
+    # json.loads' own detection reads as UTF-8, as before.
+    if conn.info.encoding != "ascii":
+        set_json_loads(_json_loads(conn.info.encoding), conn)
 
 
 def _end_transaction(conn: psycopg.Connection[Any]) -> None:
@@ -247,6 +281,13 @@ def _where(filters: Sequence[Filter], params: list[Any]) -> str:
     return " where " + " and ".join(parts)
 
 
+def _count(name: str, value: object) -> int:
+    """A LIMIT or OFFSET: a non-negative int (a bool is not a count), refused before it reaches SQL."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequestError(f"{name} must be a non-negative integer, not {value!r}", code="22023")
+    return value
+
+
 _RETURNING = " returning *"  # PostgREST's return=representation
 
 
@@ -269,9 +310,9 @@ def _compile(request: Request) -> tuple[str, list[Any]]:
         # prepared statement's generic plan for `limit $n` assumes a tenth of the rows are wanted, so
         # every list the index does not narrow to one user was planned anew on every call.
         if request.limit is not None:
-            query += f" limit {int(request.limit):d}"
+            query += f" limit {_count('limit', request.limit):d}"
         if request.offset:
-            query += f" offset {int(request.offset):d}"
+            query += f" offset {_count('offset', request.offset):d}"
         return query, params
     if isinstance(request, Insert):
         return _compile_insert(request)

@@ -4,14 +4,22 @@ direct Postgres database. Both enforce the same rules the same way: the object's
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from psycopg.types.json import Jsonb
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from .._exceptions import ConfigurationError, InvalidRequestError, NotFoundError, StorageError
 from ._base import Scope
@@ -71,10 +79,11 @@ class RestStorage:
 class LocalStorage:
     """Files in a local directory; their metadata rows in `storage.objects`, written as the caller.
 
-    Each call is one request of the backend (one round trip). An upload writes the file beside its
-    target first, then the row; only after the row is committed does the file take the object's
-    name. A row the caller's policies refuse, or any other failure, leaves no file and never touches
-    the object's existing file. Signed URLs are plain file URLs: there is no server.
+    Each call is one request of the backend (one round trip). An upload writes the file to a staging
+    folder first, then the row; only after the row is committed does the file take the object's
+    name, under a per-object file lock that a remove takes too, so the file always matches the row.
+    A row the caller's policies refuse, or any other failure, leaves no file and never touches the
+    object's existing file. Signed URLs are plain file URLs: there is no server.
     """
 
     def __init__(self, backend: PostgresBackend, root: Path) -> None:
@@ -104,18 +113,21 @@ class LocalStorage:
         )
         self._check_bucket_limits(bucket, len(data), content_type)
         target = self._file(bucket, path)
-        staged = self._stage(target, data)
+        staged = self._stage(data)
         try:
-            self._backend.query(
-                "insert into storage.objects (bucket_id, name, owner, metadata) "
-                f"values (%s, %s, auth.uid(), %s) {conflict}",
-                (bucket, path, metadata),
-                scope,
-            )
-            # Same directory, so an atomic rename: readers see the old file or the new one, never a part.
-            # (It can fail only if something else took the name, say a directory: the row then stays, and a
-            # download says its file is missing, as for a row whose file was deleted by hand.)
-            os.replace(staged, target)
+            # The object's lock is held from the row to the rename: concurrent uploads (and a remove) of
+            # one object are applied in the order their rows were, so the file is always the row's.
+            with self._locked([(bucket, path)]):
+                self._backend.query(
+                    "insert into storage.objects (bucket_id, name, owner, metadata) "
+                    f"values (%s, %s, auth.uid(), %s) {conflict}",
+                    (bucket, path, metadata),
+                    scope,
+                )
+                # An atomic rename (the staging folder is on the same file system): readers see the old
+                # file or the new one, never a part. The folder is made only now, for a stored row.
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, target)
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
@@ -162,12 +174,15 @@ class LocalStorage:
 
     def remove(self, bucket: str, paths: list[str], scope: Scope) -> list[str]:
         self._ensure_not_supabase()
-        rows = self._backend.query(
-            "delete from storage.objects where bucket_id = %s and name = any(%s) returning name", (bucket, paths), scope
-        )
-        removed = [r["name"] for r in rows]
-        for name in removed:
-            self._file(bucket, name).unlink(missing_ok=True)
+        with self._locked([(bucket, name) for name in paths]):
+            rows = self._backend.query(
+                "delete from storage.objects where bucket_id = %s and name = any(%s) returning name",
+                (bucket, paths),
+                scope,
+            )
+            removed = [r["name"] for r in rows]
+            for name in removed:
+                self._file(bucket, name).unlink(missing_ok=True)
         return removed
 
     def signed_url(self, bucket: str, path: str, expires_in: int, scope: Scope) -> str:
@@ -177,11 +192,12 @@ class LocalStorage:
     def public_url(self, bucket: str, path: str) -> str:
         return self._file(bucket, path).resolve().as_uri()
 
-    @staticmethod
-    def _stage(target: Path, data: bytes) -> Path:
-        """`data` in a new file beside `target` (a fresh name: mkstemp never opens an existing file)."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    def _stage(self, data: bytes) -> Path:
+        """`data` in a new file under the root's staging folder (a fresh name: mkstemp never opens an
+        existing file), so a refused upload creates nothing beside the objects."""
+        staging = self.root / ".staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=staging, prefix="upload-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -189,3 +205,19 @@ class LocalStorage:
             Path(temp).unlink(missing_ok=True)
             raise
         return Path(temp)
+
+    @contextmanager
+    def _locked(self, objects: list[tuple[str, str]]) -> Iterator[None]:
+        """Exclusive locks on these objects for every process using this folder (flock; Windows has none
+        and goes without). Taken in one order, so two calls never wait for each other in a circle."""
+        if fcntl is None:
+            yield
+            return
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        names = sorted({hashlib.sha256(f"{bucket}\0{path}".encode()).hexdigest() for bucket, path in objects})
+        with ExitStack() as held:
+            for name in names:
+                handle = held.enter_context(open(locks / name, "a+b"))
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
