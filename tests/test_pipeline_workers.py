@@ -429,3 +429,48 @@ def test_the_title_card_is_the_same_pixels_encoded_cheaply(headline: str, captio
     optimized = io.BytesIO()
     draw_title_card(headline, caption).save(optimized, format="PNG", optimize=True)
     assert len(data) <= 1.5 * len(optimized.getvalue())  # the size the cheaper encoding costs stays bounded
+
+
+def test_a_ctrl_c_while_the_worker_processes_start_stops_cleanly(database_url: str, tmp_path: Path) -> None:
+    """A Ctrl-C reaches every process of the terminal's group, the forkserver too, while it may still be
+    importing the SDK: it must not die of it (a KeyboardInterrupt traceback and exit 1 before the fix)."""
+    outcomes = []
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.2, 0.4):
+        worker = start_worker(database_url, tmp_path, "-c", "2", own_group=True)
+        try:
+            assert worker.stdout is not None
+            worker.stdout.readline()  # "worker started ...": the processes are starting now
+            time.sleep(delay)
+            os.killpg(worker.pid, signal.SIGINT)
+            output, _ = worker.communicate(timeout=60)
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+        outcomes.append((delay, worker.returncode, "KeyboardInterrupt" in output, output.strip().splitlines()[-1:]))
+    assert all(code == 0 and not traceback for _, code, traceback, _ in outcomes), outcomes
+    assert all(last == ["worker stopped after 0 run(s)"] for *_, last in outcomes), outcomes
+
+
+def test_a_worker_process_builds_its_backend_as_the_parent_built_it(database_url: str, tmp_path: Path) -> None:
+    """A backend passed in is rebuilt with all its arguments: the worker processes once got only the URL
+    and timeout, so a 1.2 s statement timeout became 30 s and the pool its default size."""
+    from idea_expansion.backends._base import Scope
+    from idea_expansion.pipeline._processes import client_recipe
+
+    backend = PostgresBackend(database_url, max_size=3, timeout=7.0, statement_timeout_ms=1234)
+    with IdeaExpansion(settings=Settings(_env_file=None), backend=backend, storage_dir=tmp_path) as parent:  # type: ignore[call-arg]
+        recipe = client_recipe(parent)
+        with recipe.build() as child:
+            assert isinstance(child.backend, PostgresBackend)
+            assert child.backend.rebuild_arguments() == backend.rebuild_arguments()
+            (row,) = child.backend.query("show statement_timeout", None, Scope("service_role"))
+            assert row == {"statement_timeout": "1234ms"}
+
+
+def test_a_negative_max_runs_is_refused(client: IdeaExpansion) -> None:
+    from idea_expansion import InvalidRequestError
+
+    pipeline = Pipeline(client, provider=OfflineProvider())
+    for concurrency in (1, 2):
+        with pytest.raises(InvalidRequestError, match="max_runs must be at least 0"):
+            pipeline.run_worker(concurrency=concurrency, max_runs=-1, exit_when_idle=True)

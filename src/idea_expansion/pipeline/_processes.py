@@ -2,11 +2,14 @@
 
 Threads do not scale here: an offline run is Python and image work that holds the interpreter lock, so
 N worker processes replace N threads. A child is never forked from the caller (which holds a connection
-pool and threads): it starts from the forkserver (a clean process that has imported this module once,
-so a child starts in milliseconds) or, where there is none, is spawned. It rebuilds the client and the
-pipeline from a picklable recipe the parent made (`ClientRecipe`, `PipelineRecipe`): settings, database
-URL or Supabase URL, storage folder, providers, pipeline options. What cannot be rebuilt (an injected
-backend, HTTP client or unpicklable provider) is refused with `ConfigurationError` before anything starts.
+pool and threads): it starts from the forkserver (a clean process that has imported the SDK and Pillow
+once, so a child starts in milliseconds) or, where there is none, is spawned. Either way the child
+imports the caller's main module as `__mp_main__`, as multiprocessing always does: a script must keep
+its work under `if __name__ == "__main__":`. It rebuilds the client and the pipeline from a picklable
+recipe the parent made (`ClientRecipe`, `PipelineRecipe`): settings, the backend's own arguments
+(database URL, pool sizes, timeouts) or Supabase URL, storage folder, providers, pipeline options.
+What cannot be rebuilt (an injected backend, HTTP client or unpicklable provider) is refused with
+`ConfigurationError` before anything starts.
 
 Stopping keeps the thread worker's rule: a child stops claiming when told and finishes the runs in hand.
 The parent's `stop` event, its interruption (Ctrl-C reaches every process of the terminal's group; a
@@ -25,6 +28,8 @@ import pickle
 import signal
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.connection import Connection, wait
@@ -32,7 +37,7 @@ from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .._client import IdeaExpansion
 from .._exceptions import ConfigurationError, IdeaExpansionError
@@ -67,18 +72,17 @@ class ClientRecipe:
 
     settings: Settings
     backend: Literal["postgres", "rest"]
-    database_url: str | None
+    backend_arguments: dict[str, Any]
+    """What the parent's backend was built with (`rebuild_arguments()`): URL, pool sizes, timeouts."""
     storage_dir: str | None
-    timeout: float
 
     def build(self) -> IdeaExpansion:
-        return IdeaExpansion(
-            settings=self.settings,
-            backend=self.backend,
-            database_url=self.database_url,
-            storage_dir=self.storage_dir,
-            timeout=self.timeout,
-        )
+        from .. import PostgresBackend
+
+        if self.backend == "postgres":
+            backend = PostgresBackend(**self.backend_arguments)
+            return IdeaExpansion(settings=self.settings, backend=backend, storage_dir=self.storage_dir)
+        return IdeaExpansion(settings=self.settings, backend="rest", timeout=self.backend_arguments["timeout"])
 
 
 @dataclass(frozen=True)
@@ -136,14 +140,13 @@ def client_recipe(client: IdeaExpansion) -> ClientRecipe:
 
     backend, storage_root = client.backend, getattr(client.storage_backend, "root", None)
     if type(backend) is PostgresBackend and isinstance(storage_root, Path):
-        # The URL and timeout the client connected with (DATABASE_URL may differ).
-        built = backend.rebuild_arguments()
-        return ClientRecipe(client.settings, "postgres", built["database_url"], str(storage_root), built["timeout"])
+        # What the backend was built with (DATABASE_URL may differ, and so may its pool and timeouts).
+        return ClientRecipe(client.settings, "postgres", backend.rebuild_arguments(), str(storage_root))
     if type(backend) is RestBackend:
         supabase_url = (client.settings.supabase_url or "").rstrip("/")
         rest = backend.rebuild_arguments()
         if rest is not None and rest["url"] == supabase_url:
-            return ClientRecipe(client.settings, "rest", None, None, rest["timeout"])
+            return ClientRecipe(client.settings, "rest", rest, None)
         raise ConfigurationError(
             "this client sends through an HTTP client (or to a URL) passed in, which a worker process cannot "
             f"rebuild: build it from settings (SUPABASE_URL and keys) to run worker processes, {_ONLY_THREADS}"
@@ -172,9 +175,9 @@ def _context() -> SpawnContext | ForkServerContext:
     # Never "fork": the caller holds a connection pool and threads, and a forked child would share them.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context: ForkServerContext = multiprocessing.get_context("forkserver")
-        # The forkserver imports the caller's main module (as spawn would in every child), the SDK and
-        # Pillow once, when it starts; every child is a fork of that clean process and imports none again.
-        context.set_forkserver_preload(["__main__", __name__, *_PRELOAD])
+        # The forkserver imports the SDK and Pillow once, when it starts; every child is a fork of that
+        # clean process and imports neither again. (This setting is the process's forkserver's.)
+        context.set_forkserver_preload([__name__, *_PRELOAD])
         return context
     return multiprocessing.get_context("spawn")
 
@@ -202,9 +205,13 @@ def run_processes(recipe: PipelineRecipe, *, processes: int, options: LoopOption
     ]
     started: list[BaseProcess] = []
     try:
-        for child in children:
-            child.start()
-            started.append(child)
+        # While the children start, SIGINT and SIGTERM wait in this thread (a child inherits the mask and
+        # lifts it once its own handlers are in place); the forkserver starts ignoring SIGINT.
+        with _signals_held():
+            _start_forkserver(context)
+            for child in children:
+                child.start()
+                started.append(child)
         halt_reader.close()  # the children have theirs; the parent only writes
         died = _supervise(started, stop, halt_writer)
     except BaseException as exc:  # an interruption (or a failed start): the children finish their runs in hand
@@ -224,6 +231,37 @@ def run_processes(recipe: PipelineRecipe, *, processes: int, options: LoopOption
             exit_codes=died,
         )
     return total
+
+
+_HELD = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM in this thread (they wait, and arrive once released) while processes start."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks (and no forkserver)
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _start_forkserver(context: SpawnContext | ForkServerContext) -> None:
+    """Start the forkserver with SIGINT ignored, which a new interpreter keeps: a Ctrl-C reaches the whole
+    process group, and a forkserver still importing the SDK would die of it (and every start after it).
+    Only the exec itself runs ignored (milliseconds), and only the main thread can set a handler."""
+    if not isinstance(context, ForkServerContext) or threading.current_thread() is not threading.main_thread():
+        return
+    from multiprocessing import forkserver
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _supervise(children: list[BaseProcess], stop: threading.Event, halt: Connection) -> dict[int, int]:
@@ -308,6 +346,8 @@ def _child_main(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)  # held by the parent while it started us
     threading.Thread(target=_watch_parent, args=(halt, stop), name="parent-watch", daemon=True).start()
     base = f"{options.worker_id}/{index}" if options.worker_id else f"{socket.gethostname()}:{os.getpid()}"
     max_runs = options.max_runs

@@ -335,6 +335,8 @@ class Pipeline:
         """
         if concurrency < 1 or threads_per_process < 1:
             raise InvalidRequestError("concurrency and threads_per_process must be at least 1")
+        if max_runs is not None and max_runs < 0:
+            raise InvalidRequestError(f"max_runs must be at least 0 (or None for no limit), not {max_runs}")
         stop = stop or threading.Event()
         if concurrency == 1:
             taken = _Taken()
