@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers check check-supabase clean
+.PHONY: demo test lint typecheck layers check check-supabase bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (python3.11, python3.12, ...)"; exit 1; }
@@ -40,6 +40,11 @@ check: lint typecheck layers
 # Supabase's own tools against a fresh database on the machine's PostgreSQL 15 (see scripts/check-supabase.sh).
 check-supabase: $(STAMP)
 	bash scripts/check-supabase.sh
+
+# Every benchmark beside its baseline, repeated, one table of medians (benchmarks/README.md).
+# BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--quick --only charge"`.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .tools

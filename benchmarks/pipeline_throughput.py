@@ -1,42 +1,63 @@
-"""Database work per expansion, and expansions per second with 1, 2 and 4 workers (offline provider).
+"""Database work per expansion (offline provider, one worker), counted on the wire.
 
-Part 1, per format: one worker drains queued runs of that format; per run it prints
+One worker drains queued runs: a mix of blog posts, threads and images, then each format alone. Per
+expansion (the worker's start-of-drain reap included):
   - lifecycle calls: calls of the run functions (start/claim, finish, stage, evaluation, delivery, ...),
-  - calls: every SDK request to the database (lifecycle calls, reads, storage rows),
-  - transactions: request transactions (each is one SDK call, as PostgREST would run it),
-  - round trips: what those transactions cost on the wire: BEGIN, role + claims, each statement, COMMIT.
-Part 2: each round drains the same number of queued runs (a mix of blog posts, threads and images) from
-the same database with `Pipeline.run_worker(concurrency=N)`; ratios are against the 1-worker round of
-the same process, so they compare like with like on whatever machine runs this.
+  - calls: every SDK call that reaches the database (table requests, RPCs, storage uploads, downloads
+    and removals),
+  - transactions: the transactions the server ran (its BEGIN replies),
+  - round trips: the answers the client waited for (the server's ReadyForQuery messages),
+  - round trips per call: the goal is one.
+Transactions and round trips come from libpq's trace of every pooled connection, not from the SDK's
+code, so the same script measures any version of the backend (the previous one spent four per call).
+The bucket settings the local storage reads once a minute are read before measuring, as a running
+worker would have read them.
 
-    .venv/bin/python benchmarks/pipeline_throughput.py [--runs 120] [--db-url URL]
+    .venv/bin/python benchmarks/pipeline_throughput.py [--quick] [--db-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import secrets
+import shutil
+import tempfile
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from tempfile import mkdtemp
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import make_conninfo
 
 from idea_expansion import IdeaExpansion, Settings
-from idea_expansion.backends._base import Scope
+from idea_expansion.backends._base import Request, Rpc, Scope
 from idea_expansion.backends.postgres import PostgresBackend
 from idea_expansion.local import embedded_database_url, find_project, reset
 from idea_expansion.pipeline import OfflineProvider, Pipeline
 
-FORMATS = ("blog_post", "twitter_thread", "image")
+try:  # run as a script (python benchmarks/pipeline_throughput.py) or imported by the harness
+    from _report import Result, print_table  # type: ignore[import-not-found,no-redef]
+except ImportError:  # pragma: no cover
+    from benchmarks._report import Result, print_table  # type: ignore[no-redef]
+
+ROOT = Path(__file__).resolve().parent.parent
+MIX = ("blog_post", "twitter_thread", "image")
+ROUNDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("mix", MIX),
+    ("blog_post", ("blog_post",)),
+    ("twitter_thread", ("twitter_thread",)),
+    ("image", ("image",)),
+    ("github_repo", ("github_repo",)),
+)
+POOL_SIZE = 4
+GOAL: tuple[Literal["<="], float] = ("<=", 1.0)
 # The run functions, before and after the lifecycle moved into the database (so the same script
 # measures either version of the code).
 LIFECYCLE = {
@@ -49,140 +70,232 @@ LIFECYCLE = {
     "record_idea_evaluation",
     "mark_expansion_partial",
 }
+_TRACE_FLAGS = pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE
 
 
+# -- the wire ------------------------------------------------------------------------------------------
 @dataclass
-class Counts:
-    lifecycle: int = 0
-    calls: int = 0
+class Wire:
+    """What the server said, counted: transactions begun and answers the client waited for."""
+
     transactions: int = 0
     round_trips: int = 0
 
 
-class _Counted:
-    """A connection whose statements are counted (each `execute` is one round trip)."""
+@dataclass
+class _Traced:
+    conn: psycopg.Connection[Any]
+    fd: int
+    offset: int = 0
 
-    def __init__(self, conn: Any, counts: Counts, lock: threading.Lock) -> None:
-        self._conn, self._counts, self._lock = conn, counts, lock
 
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            self._counts.round_trips += 1
-        return self._conn.execute(*args, **kwargs)
+class WireTrace:
+    """libpq's trace of connections (each to an anonymous temporary file), read between drains."""
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+    def __init__(self) -> None:
+        self.traced: list[_Traced] = []
+
+    def attach(self, conn: psycopg.Connection[Any]) -> None:
+        fd, name = tempfile.mkstemp(prefix="ie-bench-wire-")
+        os.unlink(name)
+        conn.pgconn.trace(fd)
+        conn.pgconn.set_trace_flags(_TRACE_FLAGS)
+        self.traced.append(_Traced(conn, fd))
+
+    @contextmanager
+    def tracing_new_connections(self) -> Iterator[None]:
+        """Trace every psycopg connection opened inside the block (whatever code opens it)."""
+        cls_connect = psycopg.Connection.__dict__["connect"]
+        real = cls_connect.__func__
+
+        def connect(cls: type[psycopg.Connection[Any]], *args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+            conn = real(cls, *args, **kwargs)
+            self.attach(conn)
+            return conn
+
+        psycopg.Connection.connect = classmethod(connect)  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            psycopg.Connection.connect = cls_connect  # type: ignore[method-assign]
+
+    def take(self) -> Wire:
+        """The traffic since the last take. Only while the connections are idle (between drains)."""
+        wire = Wire()
+        for t in self.traced:
+            if t.conn.closed:
+                raise RuntimeError("a traced connection was closed: its replacement would go uncounted")
+            t.conn.pgconn.untrace()  # libpq buffers the trace stream; untracing flushes it
+            size = os.fstat(t.fd).st_size
+            text = os.pread(t.fd, size - t.offset, t.offset).decode("utf-8", "replace")
+            t.offset = size
+            t.conn.pgconn.trace(t.fd)
+            t.conn.pgconn.set_trace_flags(_TRACE_FLAGS)
+            for line in text.splitlines():
+                parts = line.split("\t", 3)
+                if len(parts) < 3 or parts[0] != "B":
+                    continue
+                if parts[2] == "ReadyForQuery":
+                    wire.round_trips += 1
+                elif parts[2] == "CommandComplete" and parts[3].strip() == '"BEGIN"':
+                    wire.transactions += 1
+        return wire
+
+    def close(self) -> None:
+        for t in self.traced:
+            if not t.conn.closed:
+                t.conn.pgconn.untrace()
+            os.close(t.fd)
+
+
+# -- the SDK's calls -----------------------------------------------------------------------------------
+@dataclass
+class Calls:
+    lifecycle: int = 0
+    calls: int = 0
 
 
 class CountingBackend(PostgresBackend):
-    """The real backend, counting calls, transactions and the round trips they make."""
+    """The real backend, counting the SDK's table requests and RPCs (each one call)."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(url, max_size=12)
-        self.counts = Counts()
-        self._lock = threading.Lock()
+        # Every connection is opened now, while traced: a fixed pool, so none is opened later.
+        super().__init__(url, min_size=POOL_SIZE, max_size=POOL_SIZE)
+        self.counts = Calls()
+        self.lock = threading.Lock()
 
-    @contextmanager
-    def transaction(self, scope: Scope) -> Iterator[Any]:
-        with self._lock:
-            # BEGIN, the role + claims statement and COMMIT; the statements inside are counted as sent.
-            self.counts.transactions += 1
-            self.counts.round_trips += 3
-        with super().transaction(scope) as conn:
-            yield _Counted(conn, self.counts, self._lock)
-
-    def execute(self, request: Any, scope: Scope) -> list[dict[str, Any]]:
-        with self._lock:
+    def execute(self, request: Request, scope: Scope) -> list[dict[str, Any]]:
+        with self.lock:
             self.counts.calls += 1
         return super().execute(request, scope)
 
-    def rpc(self, request: Any, scope: Scope) -> Any:
-        with self._lock:
+    def rpc(self, request: Rpc, scope: Scope) -> Any:
+        with self.lock:
             self.counts.calls += 1
             self.counts.lifecycle += request.function in LIFECYCLE
         return super().rpc(request, scope)
 
-    def snapshot(self) -> Counts:
-        with self._lock:
-            return Counts(**vars(self.counts))
+
+def count_storage_calls(client: IdeaExpansion, backend: CountingBackend) -> None:
+    """Count the local storage's uploads, downloads and removals as calls too (a signed URL is a download)."""
+    storage = client.storage_backend
+    for name in ("upload", "download", "remove"):
+        method: Callable[..., Any] = getattr(storage, name)
+
+        @functools.wraps(method)
+        def counted(*args: Any, __method: Callable[..., Any] = method, **kwargs: Any) -> Any:
+            with backend.lock:
+                backend.counts.calls += 1
+            return __method(*args, **kwargs)
+
+        setattr(storage, name, counted)
 
 
-def prepare(client: IdeaExpansion, pipeline: Pipeline, runs: int, formats: tuple[str, ...]) -> None:
-    users = max(1, runs // 10)
-    made = 0
-    for u in range(users):
-        user = client.users.create(email=f"bench-{u}-{uuid.uuid4().hex[:6]}@example.test").id
-        client.credits.grant(user, 10, "10.00", f"BENCH-{uuid.uuid4().hex}")
-        for n in range(runs // users):
-            idea = client.ideas.create(user_id=user, title=f"Benchmark idea {u}-{n}", bullets=["one", "two"]).id
-            pipeline.enqueue(user, idea_id=idea, format=formats[made % len(formats)])
-            made += 1
+# -- the benchmark -------------------------------------------------------------------------------------
+@dataclass
+class State:
+    admin_url: str
+    name: str
+    storage: Path
+    runs: int
+    wire: WireTrace
+    backend: CountingBackend
+    client: IdeaExpansion
+    pipeline: Pipeline
 
 
-def drain(backend: CountingBackend, pipeline: Pipeline, workers: int) -> tuple[int, float, Counts]:
-    before = backend.snapshot()
-    started = time.perf_counter()
-    done = pipeline.run_worker(concurrency=workers, exit_when_idle=True)
-    elapsed = time.perf_counter() - started
-    after = backend.snapshot()
-    per_run = Counts(*((getattr(after, f) - getattr(before, f)) for f in vars(after)))
-    return done, elapsed, per_run
+def setup(admin_url: str, quick: bool) -> State:
+    name = f"ie_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = make_conninfo(admin_url, dbname=name)
+    storage = Path(tempfile.mkdtemp(prefix="ie-bench-"))
+    wire = WireTrace()
+    backend: CountingBackend | None = None
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            reset(conn, find_project(ROOT / "supabase"), seed=False)
+        with wire.tracing_new_connections():
+            backend = CountingBackend(url)
+        if len(wire.traced) != POOL_SIZE:
+            raise RuntimeError(f"traced {len(wire.traced)} connections, the pool has {POOL_SIZE}")
+        settings = Settings(_env_file=None, DATABASE_URL=url)  # type: ignore[call-arg]
+        client = IdeaExpansion(settings=settings, backend=backend, storage_dir=storage / "files")
+        count_storage_calls(client, backend)
+        pipeline = Pipeline(client, provider=OfflineProvider())
+        # The local storage reads a bucket's settings once a minute (one more round trip for that upload);
+        # read them now, as a long-running worker would have.
+        user = client.users.create(email=f"bench-{uuid.uuid4().hex[:12]}@example.test").id
+        client.for_user(user).storage.upload(f"{user}/warm.png", b"\x89PNG")
+    except BaseException:
+        if backend is not None:
+            backend.close()
+        _drop(admin_url, name, storage, wire)
+        raise
+    return State(admin_url, name, storage, 6 if quick else 30, wire, backend, client, pipeline)
+
+
+def _enqueue(state: State, formats: tuple[str, ...]) -> None:
+    """`state.runs` queued runs of `formats` (in turn), for users with credits enough."""
+    client = state.client
+    for n in range(state.runs):
+        if n % 10 == 0:
+            user = client.users.create(email=f"bench-{uuid.uuid4().hex[:12]}@example.test").id
+            client.credits.grant(user, 10, "10.00", f"BENCH-{uuid.uuid4().hex}")
+        idea = client.ideas.create(user_id=user, title=f"Benchmark idea {n}", bullets=["one", "two"]).id
+        state.pipeline.enqueue(user, idea_id=idea, format=formats[n % len(formats)])
+
+
+def _per_expansion(state: State, formats: tuple[str, ...]) -> tuple[int, Calls, Wire]:
+    _enqueue(state, formats)
+    state.wire.take()  # the set-up's traffic is not the worker's
+    before = Calls(**vars(state.backend.counts))
+    # Exactly the queued runs: no last, empty claim to subtract.
+    done = state.pipeline.run_worker(concurrency=1, exit_when_idle=True, max_runs=state.runs)
+    wire = state.wire.take()
+    after = state.backend.counts
+    if done != state.runs:
+        raise RuntimeError(f"the worker took {done} of {state.runs} queued runs")
+    return done, Calls(after.lifecycle - before.lifecycle, after.calls - before.calls), wire
+
+
+def measure(state: State) -> list[Result]:
+    results: list[Result] = []
+    for label, formats in ROUNDS:
+        done, calls, wire = _per_expansion(state, formats)
+        tag = f"expansion ({label}, 1 worker)"
+        results += [
+            Result(f"{tag}: lifecycle calls", "per run", None, calls.lifecycle / done),
+            Result(f"{tag}: calls", "per run", None, calls.calls / done),
+            Result(f"{tag}: transactions", "per run", None, wire.transactions / done),
+            Result(f"{tag}: round trips", "per run", None, wire.round_trips / done),
+            Result(f"{tag}: round trips per call", "trips", None, wire.round_trips / calls.calls, GOAL),
+        ]
+    return results
+
+
+def teardown(state: State) -> None:
+    state.client.close()
+    _drop(state.admin_url, state.name, state.storage, state.wire)
+
+
+def _drop(admin_url: str, name: str, storage: Path, wire: WireTrace) -> None:
+    wire.close()
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    shutil.rmtree(storage, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--runs", type=int, default=120, help="queued runs per round (default 120)")
+    parser.add_argument("--quick", action="store_true", help="fewer runs per round (a smoke test)")
     parser.add_argument("--db-url", help="a superuser URL of the server to use (default: the embedded one)")
     args = parser.parse_args()
-
-    admin_url = args.db_url or embedded_database_url()
-    name = f"ie_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = make_conninfo(admin_url, dbname=name)
+    state = setup(args.db_url or embedded_database_url(), args.quick)
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            reset(conn, find_project(Path(__file__).resolve().parent.parent / "supabase"), seed=False)
-        backend = CountingBackend(url)
-        settings = Settings(_env_file=None, DATABASE_URL=url)  # type: ignore[call-arg]
-        client = IdeaExpansion(settings=settings, backend=backend, storage_dir=mkdtemp(prefix="ie-bench-"))
-        pipeline = Pipeline(client, provider=OfflineProvider())
-
-        print(f"database work per run (offline provider, 1 worker, database {name}; the worker's claims included)")
-        header = ("format", "lifecycle calls", "calls", "transactions", "round trips")
-        print("  ".join(f"{h:>{w}}" for h, w in zip(header, (16, 15, 6, 12, 11), strict=True)))
-        for fmt in (*FORMATS, "github_repo"):
-            prepare(client, pipeline, 20, (fmt,))
-            done, _, c = drain(backend, pipeline, 1)
-            # The idle worker's last, empty claim is not part of any run.
-            c.lifecycle, c.calls, c.transactions, c.round_trips = (
-                c.lifecycle - 1,
-                c.calls - 1,
-                c.transactions - 1,
-                c.round_trips - 4,
-            )
-            print(
-                f"{fmt:>16}  {c.lifecycle / done:>15.1f}  {c.calls / done:>6.1f}  {c.transactions / done:>12.1f}  "
-                f"{c.round_trips / done:>11.1f}"
-            )
-
-        print(f"\n{args.runs} runs per round ({', '.join(FORMATS)})")
-        header = ("workers", "seconds", "runs/s", "vs 1 worker", "transactions/run", "round trips/run")
-        print("  ".join(f"{h:>{w}}" for h, w in zip(header, (7, 8, 7, 11, 16, 15), strict=True)))
-        baseline = None
-        for workers in (1, 2, 4):
-            prepare(client, pipeline, args.runs, FORMATS)
-            done, elapsed, c = drain(backend, pipeline, workers)
-            rate = done / elapsed
-            baseline = baseline or rate
-            print(
-                f"{workers:>7}  {elapsed:>8.2f}  {rate:>7.1f}  {rate / baseline:>10.2f}x  "
-                f"{c.transactions / done:>16.1f}  {c.round_trips / done:>15.1f}"
-            )
-        client.close()
+        print_table(measure(state), title=f"database work per expansion ({state.runs} runs per round, on the wire)")
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(name)) + sql.SQL(" with (force)"))
+        teardown(state)
 
 
 if __name__ == "__main__":
