@@ -181,7 +181,8 @@ def test_every_uuid_key_defaults_to_gen_random_uuid(db: Db) -> None:
                 "where table_schema = 'public' and column_name = 'id'"
             ).fetchall()
         )
-    assert defaults == dict.fromkeys(GUIDE_COLUMNS, "gen_random_uuid()")
+    # The ledger's ids are time-ordered (charge_at_limit migration): it is appended to on every charge.
+    assert defaults == dict.fromkeys(GUIDE_COLUMNS, "gen_random_uuid()") | {"credit_charges": "private.uuidv7()"}
 
 
 @pytest.mark.parametrize(("table", "column"), sorted(DEFAULTS))
@@ -281,6 +282,7 @@ EXPECTED_EXECUTE = {
     "private.jsonb_strings_within(jsonb,integer)": {"authenticated", "service_role"},
     "private.texts_within(text[],integer)": {"authenticated", "service_role"},
     "private.image_slot_free(text)": {"authenticated"},
+    "private.uuidv7()": {"service_role"},  # the ledger id default, evaluated by whoever inserts a charge
     "refund_payment(uuid,text)": {"service_role"},
     "report_user_summary()": {"service_role"},
     "report_top_users(integer)": {"service_role"},

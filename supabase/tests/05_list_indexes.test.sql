@@ -6,7 +6,7 @@ create extension if not exists pgtap with schema extensions;
 -- The first migration revokes PUBLIC's default EXECUTE on new functions; pgTAP's must stay callable.
 grant execute on all functions in schema extensions to public;
 set local search_path = extensions, public;
-select plan(17);
+select plan(19);
 
 select indexes_are('public', 'ideas',
   array['ideas_pkey', 'ideas_id_user_id_key', 'idx_ideas_user_created', 'idx_ideas_user_priority',
@@ -14,11 +14,12 @@ select indexes_are('public', 'ideas',
 select indexes_are('public', 'executions',
   array['executions_pkey', 'executions_id_user_id_key', 'executions_user_id_idempotency_key_key',
         'executions_one_in_flight_per_idea', 'idx_executions_queued', 'idx_executions_running_heartbeat',
+        'idx_executions_started',
         'idx_executions_selected_idea', 'idx_executions_status', 'idx_executions_user_started',
         'idx_executions_user_status_started']);
 select indexes_are('public', 'outputs',
   array['outputs_pkey', 'outputs_id_user_id_key', 'idx_outputs_execution', 'idx_outputs_format',
-        'idx_outputs_idea', 'idx_outputs_user_created', 'idx_outputs_user_format_created']);
+        'idx_outputs_idea', 'idx_outputs_user_created', 'idx_outputs_user_format_created', 'idx_outputs_created']);
 select indexes_are('public', 'blog_posts',
   array['blog_posts_pkey', 'blog_posts_output_id_key', 'blog_posts_user_id_slug_key', 'idx_blog_posts_output',
         'idx_blog_posts_public', 'idx_blog_posts_user_created', 'idx_blog_posts_created']);
@@ -45,6 +46,12 @@ select is(pg_get_indexdef('public.idx_ideas_priority'::regclass),
 select is(pg_get_indexdef('public.idx_executions_user_status_started'::regclass),
   'CREATE INDEX idx_executions_user_status_started ON public.executions USING btree (user_id, status, started_at DESC)',
   'executions: a user''s newest first, of one status');
+select is(pg_get_indexdef('public.idx_executions_started'::regclass),
+  'CREATE INDEX idx_executions_started ON public.executions USING btree (started_at DESC)',
+  'every user''s runs, newest first (the service role''s listing)');
+select is(pg_get_indexdef('public.idx_outputs_created'::regclass),
+  'CREATE INDEX idx_outputs_created ON public.outputs USING btree (created_at DESC)',
+  'every user''s outputs, newest first (the service role''s listing)');
 select is(pg_get_indexdef('public.idx_outputs_user_format_created'::regclass),
   'CREATE INDEX idx_outputs_user_format_created ON public.outputs USING btree (user_id, format, created_at DESC)',
   'outputs: a user''s newest first, of one format');

