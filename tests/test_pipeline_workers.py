@@ -180,6 +180,15 @@ class RendezvousProvider:
         return OfflineProvider().generate(task, schema, idea=idea, instructions=instructions)
 
 
+class ExitingProvider:
+    """A provider that raises SystemExit, which no claim loop catches. Picklable: processes receive it."""
+
+    name = "exiting"
+
+    def generate(self, task: Task, schema: type[T], *, idea: IdeaBrief, instructions: str) -> Completion[T]:
+        raise SystemExit(0)
+
+
 def queue_runs(client: IdeaExpansion, pipeline: Pipeline, runs: int) -> list[uuid.UUID]:
     """`runs` queued runs, blog posts, threads and images in turn, ten per user."""
     formats = ("blog_post", "twitter_thread", "image")
@@ -474,3 +483,16 @@ def test_a_negative_max_runs_is_refused(client: IdeaExpansion) -> None:
     for concurrency in (1, 2):
         with pytest.raises(InvalidRequestError, match="max_runs must be at least 0"):
             pipeline.run_worker(concurrency=concurrency, max_runs=-1, exit_when_idle=True)
+
+
+def test_a_claim_loop_ended_by_what_it_does_not_catch_is_reported(client: IdeaExpansion, db: Db) -> None:
+    """SystemExit(0) from a provider ended its thread silently: the process exited 0 and run_worker
+    reported success, with runs left running for the reaper."""
+    from idea_expansion.pipeline import WorkerProcessError, WorkerThreadError
+
+    pipeline = Pipeline(client, provider=ExitingProvider())  # type: ignore[arg-type]
+    queue_runs(client, pipeline, 4)
+    with pytest.raises(WorkerThreadError, match="SystemExit"):
+        pipeline.run_worker(concurrency=1, threads_per_process=2, exit_when_idle=True)
+    with pytest.raises(WorkerProcessError, match="exited with code 1"):
+        pipeline.run_worker(concurrency=2, exit_when_idle=True)

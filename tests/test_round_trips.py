@@ -564,3 +564,10 @@ def test_local_files_always_match_their_rows_under_races(
         assert list((tmp_path / ".staging").iterdir()) == []
     finally:
         backend.close()
+
+
+def test_rpc_argument_names_are_plain_sql_names(sdk: IdeaExpansion) -> None:
+    """A name is also a %(name)s placeholder; one that would end it early is refused with a typed error."""
+    for name in ('p_user_id)s" => 1, "x', "p_user_id)s", "P-1", ""):
+        with pytest.raises(InvalidRequestError, match="invalid argument name"):
+            sdk.backend.rpc(Rpc("expansion_status", {name: 1}), Scope("service_role"))  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, cast
@@ -351,7 +352,15 @@ def _compile_insert(request: Insert) -> tuple[str, list[Any]]:
     return query + _RETURNING, params
 
 
+_ARGUMENT_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
 def _compile_rpc(request: Rpc) -> tuple[str, dict[str, Any]]:
+    # A name also becomes a %(name)s placeholder, which it could end early: only plain SQL names pass
+    # (the SDK's own, p_user_id and the like), as psycopg.sql.Placeholder checked before.
+    for name in request.args:
+        if not _ARGUMENT_NAME.fullmatch(name):
+            raise InvalidRequestError(f"invalid argument name {name!r} for {request.function}", code="22023")
     args = ", ".join(f"{_quoted(name)} => %({name})s" for name in request.args)
     call = f"{_table(request.function)}({args})"
     params = {k: _adapt(v) for k, v in request.args.items()}

@@ -17,7 +17,7 @@ from .providers import (
     OpenAIProvider,
     ProviderError,
 )
-from .runner import Pipeline, WorkerProcessError
+from .runner import Pipeline, WorkerProcessError, WorkerThreadError
 
 __all__ = [
     "AnthropicProvider",
@@ -36,6 +36,7 @@ __all__ = [
     "PublishError",
     "TwitterThreadContent",
     "WorkerProcessError",
+    "WorkerThreadError",
     "github_http_client",
     "parse_content",
 ]

@@ -47,7 +47,14 @@ if TYPE_CHECKING:
     from .providers import Provider as ModelProvider
     from .runner import ImageRenderer, Pipeline
 
-__all__ = ["ClientRecipe", "PipelineRecipe", "WorkerProcessError", "client_recipe", "run_processes"]
+__all__ = [
+    "ClientRecipe",
+    "PipelineRecipe",
+    "WorkerProcessError",
+    "WorkerThreadError",
+    "client_recipe",
+    "run_processes",
+]
 
 log = logging.getLogger("idea_expansion.pipeline")
 
@@ -64,6 +71,12 @@ class WorkerProcessError(IdeaExpansionError):
         super().__init__(message)
         self.processed = processed
         self.exit_codes = exit_codes
+
+
+class WorkerThreadError(IdeaExpansionError):
+    """A worker's claim loop ended on something it does not catch (SystemExit from a provider, say);
+    the other loops finished their runs in hand and stopped. In a worker process this exits it with
+    code 1, so the parent reports `WorkerProcessError`."""
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ from ._processes import (
     LoopOptions,
     PipelineRecipe,
     WorkerProcessError,
+    WorkerThreadError,
     check_picklable,
     client_recipe,
     run_processes,
@@ -87,7 +88,7 @@ if TYPE_CHECKING:
     from .._settings import Settings
     from ..types.expansions import ExpansionStatus
 
-__all__ = ["HEARTBEAT_EVERY", "STALE_AFTER", "Pipeline", "ProgressCallback", "WorkerProcessError"]
+__all__ = ["HEARTBEAT_EVERY", "STALE_AFTER", "Pipeline", "ProgressCallback", "WorkerProcessError", "WorkerThreadError"]
 
 log = logging.getLogger("idea_expansion.pipeline")
 T = TypeVar("T", bound=BaseModel)
@@ -332,6 +333,7 @@ class Pipeline:
                 (a backend, HTTP client or provider object passed in that cannot be sent there); run
                 threads in this process instead: `run_worker(concurrency=1, threads_per_process=N)`.
             WorkerProcessError: a worker process died; the others finished their runs in hand and stopped.
+            WorkerThreadError: (threads in this process) a claim loop ended on what it does not catch.
         """
         if concurrency < 1 or threads_per_process < 1:
             raise InvalidRequestError("concurrency and threads_per_process must be at least 1")
@@ -408,9 +410,21 @@ class Pipeline:
                 except Exception:  # a run must never take its worker thread down with it
                     log.exception("execution %s ended with an unexpected error", claimed.execution.id)
 
+        died: list[tuple[int, BaseException]] = []
+
+        def guarded(index: int) -> None:
+            # What `loop` does not catch (SystemExit, say, from a provider) ends this loop: the others
+            # finish their runs in hand and stop, and the caller hears of it instead of a silent thread.
+            try:
+                loop(index)
+            except BaseException as exc:
+                died.append((index, exc))
+                stop.set()
+
         # Daemon threads: a caller interrupted twice exits without them; their runs in hand are the reaper's.
         workers = [
-            threading.Thread(target=loop, args=(i,), name=f"expansion-worker-{i}", daemon=True) for i in range(threads)
+            threading.Thread(target=guarded, args=(i,), name=f"expansion-worker-{i}", daemon=True)
+            for i in range(threads)
         ]
         for thread in workers:
             thread.start()
@@ -424,6 +438,9 @@ class Pipeline:
                 for thread in workers:
                     thread.join()
             raise
+        if died:
+            index, exc = died[0]
+            raise WorkerThreadError(f"worker {base}/{index} stopped on {exc!r}; the others were stopped") from exc
 
     def _worker_recipe(self) -> PipelineRecipe:
         """What a worker process needs to build this pipeline again; refuses what it cannot rebuild."""
