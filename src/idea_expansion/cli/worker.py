@@ -12,7 +12,7 @@ import typer
 
 from .._client import IdeaExpansion
 from .._settings import Settings
-from ..pipeline import OfflineProvider, Pipeline
+from ..pipeline import OfflineProvider, Pipeline, start_forkserver
 from ._common import DB_URL_HELP, command_errors, console, safe
 
 
@@ -46,7 +46,18 @@ def worker_command(
 
     Example: idea-expansion worker --concurrency 2 --threads 4
     """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():  # asked twice: stop now, leaving the runs in hand to the reaper
+            raise KeyboardInterrupt
+        stop.set()  # finish the runs in hand, then stop
+
     with command_errors():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        if concurrency > 1:
+            start_forkserver()  # before the client's pool threads exist: see start_forkserver
         settings = Settings()
         with IdeaExpansion(settings=settings, backend="postgres" if db_url else None, database_url=db_url) as client:
             pipeline = Pipeline.from_settings(
@@ -55,15 +66,6 @@ def worker_command(
                 provider=OfflineProvider(latency=simulate_latency) if simulate_latency else None,
                 stale_after=timedelta(seconds=stale_after),
             )
-            stop = threading.Event()
-
-            def on_signal(signum: int, frame: FrameType | None) -> None:
-                if stop.is_set():  # asked twice: stop now, leaving the runs in hand to the reaper
-                    raise KeyboardInterrupt
-                stop.set()  # finish the runs in hand, then stop
-
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
             shape = f"{concurrency} process(es) x {threads} thread(s)"
             console.print(f"worker started ({shape}, provider {safe(pipeline.provider.name)})")
             with pipeline:

@@ -1,6 +1,7 @@
 """The expansion pipeline: judge, choose a format, generate, store, publish, with an exact audit trail."""
 
 from ..types.expansions import ExpansionResult, ExpansionStatus
+from ._processes import start_forkserver
 from .content import (
     BlogPostContent,
     GitHubRepoContent,
@@ -39,4 +40,5 @@ __all__ = [
     "WorkerThreadError",
     "github_http_client",
     "parse_content",
+    "start_forkserver",
 ]

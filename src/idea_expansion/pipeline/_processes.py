@@ -54,6 +54,7 @@ __all__ = [
     "WorkerThreadError",
     "client_recipe",
     "run_processes",
+    "start_forkserver",
 ]
 
 log = logging.getLogger("idea_expansion.pipeline")
@@ -229,6 +230,11 @@ def run_processes(recipe: PipelineRecipe, *, processes: int, options: LoopOption
         died = _supervise(started, stop, halt_writer)
     except BaseException as exc:  # an interruption (or a failed start): the children finish their runs in hand
         halt_writer.close()
+        if stop.is_set() and len(started) < len(children) and not isinstance(exc, KeyboardInterrupt):
+            # Told to stop while starting: a Ctrl-C to the group can take a forkserver down as it starts
+            # (outside `start_forkserver`). That is a stop, not a failure.
+            _join_or_kill(started, now=False)
+            return sum(taken[index] for index in range(processes))
         # Interrupted after being told to stop (a second Ctrl-C): stop now, the runs in hand are the reaper's.
         _join_or_kill(started, now=isinstance(exc, KeyboardInterrupt) and stop.is_set())
         raise
@@ -263,18 +269,34 @@ def _signals_held() -> Iterator[None]:
 
 
 def _start_forkserver(context: SpawnContext | ForkServerContext) -> None:
-    """Start the forkserver with SIGINT ignored, which a new interpreter keeps: a Ctrl-C reaches the whole
-    process group, and a forkserver still importing the SDK would die of it (and every start after it).
-    Only the exec itself runs ignored (milliseconds), and only the main thread can set a handler."""
-    if not isinstance(context, ForkServerContext) or threading.current_thread() is not threading.main_thread():
+    """Start the forkserver, ignoring SIGINT if that can be done without losing one meant for us.
+
+    A Ctrl-C reaches the whole process group, and a forkserver still importing the SDK would die of it
+    (and so every start after it). A new interpreter keeps an inherited "ignore", so the forkserver is
+    started with SIGINT ignored, but only in a process with no other thread: SIGINT is held in this
+    (main) thread meanwhile, and with no other thread to take it, one that arrives waits and reaches our
+    handler afterwards. With other threads (a client's pool) it could be dropped there, so the
+    forkserver starts as it is; `start_forkserver()` before building a client avoids that case."""
+    if not isinstance(context, ForkServerContext):
         return
     from multiprocessing import forkserver
 
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    alone = threading.current_thread() is threading.main_thread() and threading.active_count() == 1
+    if not alone:
         forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        return
+    with _signals_held():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def start_forkserver() -> None:
+    """Start the worker processes' forkserver now, while this process has no other thread (call it
+    before building a client): a Ctrl-C while the workers start then stops them cleanly."""
+    _start_forkserver(_context())
 
 
 def _supervise(children: list[BaseProcess], stop: threading.Event, halt: Connection) -> dict[int, int]:
