@@ -8,12 +8,35 @@ reports medians.
 
 from __future__ import annotations
 
+import secrets
+import shutil
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-__all__ = ["Result", "median_results", "print_table"]
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+__all__ = ["Result", "create_database", "drop_database", "median_results", "print_table"]
+
+
+def create_database(admin_url: str) -> tuple[str, str]:
+    """A new empty database `ie_bench_<random>` on the server of `admin_url`: its name and URL."""
+    name = f"ie_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    return name, make_conninfo(admin_url, dbname=name)
+
+
+def drop_database(admin_url: str, name: str, *scratch: str | Path) -> None:
+    """Drop a benchmark's database (whoever is still connected) and remove its scratch folders."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    for folder in scratch:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)

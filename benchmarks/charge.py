@@ -45,14 +45,13 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from idea_expansion.local import SupabaseProject, embedded_database_url, find_project, reset
 
 try:  # run as a script (python benchmarks/charge.py) or imported by the harness / the tests
-    from _report import Result, median_results, print_table  # type: ignore[import-not-found,no-redef]
+    from _report import Result, create_database, drop_database, median_results, print_table  # type: ignore[import-not-found,no-redef]
 except ImportError:  # pragma: no cover
-    from benchmarks._report import Result, median_results, print_table  # type: ignore[no-redef]
+    from benchmarks._report import Result, create_database, drop_database, median_results, print_table  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL: tuple[Literal[">=", "<="], float] = (">=", 0.95)
@@ -236,10 +235,7 @@ def _project(workdir: Path, before: bool) -> SupabaseProject:
 
 
 def setup(admin_url: str, quick: bool, *, before: bool = False) -> State:
-    name = f"ie_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = make_conninfo(admin_url, dbname=name)
+    name, url = create_database(admin_url)
     state = State(
         admin_url,
         name,
@@ -357,9 +353,7 @@ def measure(state: State) -> list[Result]:
 
 def teardown(state: State) -> None:
     state.conn.close()
-    shutil.rmtree(state.workdir, ignore_errors=True)
-    with psycopg.connect(state.admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(state.name)))
+    drop_database(state.admin_url, state.name, state.workdir)
 
 
 def main() -> None:

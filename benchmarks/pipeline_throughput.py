@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import secrets
-import shutil
 import tempfile
 import threading
 import uuid
@@ -33,8 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
-from psycopg import pq, sql
-from psycopg.conninfo import make_conninfo
+from psycopg import pq
 
 from idea_expansion import IdeaExpansion, Settings
 from idea_expansion.backends._base import Request, Rpc, Scope
@@ -43,9 +40,9 @@ from idea_expansion.local import embedded_database_url, find_project, reset
 from idea_expansion.pipeline import OfflineProvider, Pipeline
 
 try:  # run as a script (python benchmarks/pipeline_throughput.py) or imported by the harness
-    from _report import Result, print_table  # type: ignore[import-not-found,no-redef]
+    from _report import Result, create_database, drop_database, print_table  # type: ignore[import-not-found,no-redef]
 except ImportError:  # pragma: no cover
-    from benchmarks._report import Result, print_table  # type: ignore[no-redef]
+    from benchmarks._report import Result, create_database, drop_database, print_table  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parent.parent
 MIX = ("blog_post", "twitter_thread", "image")
@@ -205,10 +202,7 @@ class State:
 
 
 def setup(admin_url: str, quick: bool) -> State:
-    name = f"ie_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = make_conninfo(admin_url, dbname=name)
+    name, url = create_database(admin_url)
     storage = Path(tempfile.mkdtemp(prefix="ie-bench-"))
     wire = WireTrace()
     backend: CountingBackend | None = None
@@ -281,9 +275,7 @@ def teardown(state: State) -> None:
 
 def _drop(admin_url: str, name: str, storage: Path, wire: WireTrace) -> None:
     wire.close()
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-    shutil.rmtree(storage, ignore_errors=True)
+    drop_database(admin_url, name, storage)
 
 
 def main() -> None:

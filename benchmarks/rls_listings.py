@@ -19,7 +19,6 @@ data set of tests/test_list_plans.py.
 from __future__ import annotations
 
 import argparse
-import secrets
 import shutil
 import statistics
 import time
@@ -33,7 +32,6 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from idea_expansion import IdeaExpansion, Settings
 from idea_expansion.backends._base import Request, Scope
@@ -43,9 +41,9 @@ from idea_expansion.local.migrations import migrate
 from idea_expansion.local.project import SupabaseProject
 
 try:  # run from benchmarks/ (this script, or run.py's harness)
-    from _report import Result, print_table
+    from _report import Result, create_database, drop_database, print_table
 except ImportError:  # imported as benchmarks.rls_listings (tests/test_list_plans.py)
-    from benchmarks._report import Result, print_table
+    from benchmarks._report import Result, create_database, drop_database, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST_INDEXES = "20260101002200"
@@ -313,10 +311,7 @@ def _project_before(root: Path) -> SupabaseProject:
 
 def setup(admin_url: str, quick: bool) -> State:
     sizes = QUICK if quick else FULL
-    name = f"ie_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = make_conninfo(admin_url, dbname=name)
+    name, url = create_database(admin_url)
     storage = Path(mkdtemp(prefix="ie-bench-"))
     conn = psycopg.connect(url, autocommit=True)
     state = State(admin_url, name, url, 40 if quick else 200, conn, psycopg.connect(url, autocommit=True), storage)
@@ -388,9 +383,7 @@ def measure(state: State) -> list[Result]:
 def teardown(state: State) -> None:
     state.conn.close()
     state.service.close()
-    with psycopg.connect(state.admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(state.name)))
-    shutil.rmtree(state.storage, ignore_errors=True)
+    drop_database(state.admin_url, state.name, state.storage)
 
 
 def main() -> None:

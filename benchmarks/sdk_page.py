@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
-import shutil
 import statistics
 import tempfile
 import time
@@ -27,7 +25,6 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from idea_expansion import IdeaExpansion, Settings
@@ -36,9 +33,9 @@ from idea_expansion.backends.postgres import PostgresBackend, compile_request
 from idea_expansion.local import embedded_database_url, find_project, reset
 
 try:  # run as a script (python benchmarks/sdk_page.py) or imported by the harness
-    from _report import Result, print_table  # type: ignore[import-not-found,no-redef]
+    from _report import Result, create_database, drop_database, print_table  # type: ignore[import-not-found,no-redef]
 except ImportError:  # pragma: no cover
-    from benchmarks._report import Result, print_table  # type: ignore[no-redef]
+    from benchmarks._report import Result, create_database, drop_database, print_table  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parent.parent
 IDEAS = 300
@@ -75,10 +72,7 @@ class State:
 
 
 def setup(admin_url: str, quick: bool) -> State:
-    name = f"ie_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = make_conninfo(admin_url, dbname=name)
+    name, url = create_database(admin_url)
     storage = Path(tempfile.mkdtemp(prefix="ie-bench-"))
     client: IdeaExpansion | None = None
     try:
@@ -109,7 +103,7 @@ def setup(admin_url: str, quick: bool) -> State:
     except BaseException:
         if client is not None:
             client.close()
-        _drop(admin_url, name, storage)
+        drop_database(admin_url, name, storage)
         raise
     return State(admin_url, name, storage, 300 if quick else 3000, client, user, raw, statement, params)
 
@@ -164,13 +158,7 @@ def measure(state: State) -> list[Result]:
 def teardown(state: State) -> None:
     state.conn.close()
     state.client.close()
-    _drop(state.admin_url, state.name, state.storage)
-
-
-def _drop(admin_url: str, name: str, storage: Path) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-    shutil.rmtree(storage, ignore_errors=True)
+    drop_database(state.admin_url, state.name, state.storage)
 
 
 def main() -> None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import io
-import secrets
-import shutil
 import statistics
 import sys
 import time
@@ -30,17 +28,15 @@ from pathlib import Path
 from tempfile import mkdtemp
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from idea_expansion import IdeaExpansion, Settings
 from idea_expansion.local import embedded_database_url, find_project, reset
 from idea_expansion.pipeline import OfflineProvider, Pipeline, formats
 
 try:  # run as a script (python benchmarks/workers.py) or imported by the harness
-    from _report import Result, print_table  # type: ignore[import-not-found,no-redef]
+    from _report import Result, create_database, drop_database, print_table  # type: ignore[import-not-found,no-redef]
 except ImportError:  # pragma: no cover
-    from benchmarks._report import Result, print_table  # type: ignore[no-redef]
+    from benchmarks._report import Result, create_database, drop_database, print_table  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMATS = ("blog_post", "twitter_thread", "image")
@@ -66,10 +62,7 @@ class State:
 
 
 def setup(admin_url: str, quick: bool) -> State:
-    database = f"ie_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
-    url = make_conninfo(admin_url, dbname=database)
+    database, url = create_database(admin_url)
     storage = mkdtemp(prefix="ie-bench-workers-")
     try:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -77,7 +70,7 @@ def setup(admin_url: str, quick: bool) -> State:
         settings = Settings(_env_file=None, DATABASE_URL=url)  # type: ignore[call-arg]
         client = IdeaExpansion(settings=settings, backend="postgres", storage_dir=storage)
     except BaseException:
-        _drop(admin_url, database, storage)
+        drop_database(admin_url, database, storage)
         raise
     state = State(admin_url, database, storage, client, Pipeline(client, provider=OfflineProvider()), 0, 0)
     state.runs, state.images = (60, 10) if quick else (240, 30)
@@ -114,13 +107,7 @@ def measure(state: State) -> list[Result]:
 def teardown(state: State) -> None:
     state.pipeline.close()
     state.client.close()
-    _drop(state.admin_url, state.database, state.storage)
-
-
-def _drop(admin_url: str, database: str, storage: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
-    shutil.rmtree(storage, ignore_errors=True)
+    drop_database(state.admin_url, state.database, state.storage)
 
 
 def _queue(state: State, runs: int) -> None:
