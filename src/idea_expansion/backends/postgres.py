@@ -87,12 +87,7 @@ class PostgresBackend:
         except PoolTimeout as exc:
             self._pool.close()
             raise ConnectionError(f"cannot connect to the database within {timeout:.0f}s") from exc
-        try:
-            with self._connection() as conn:
-                self._kind = database_kind(conn)
-        except BaseException:
-            self._pool.close()
-            raise
+        self._kind: str | None = None
 
     def rebuild_arguments(self) -> dict[str, Any]:
         """The arguments that build an equal backend in another process (a worker)."""
@@ -102,8 +97,11 @@ class PostgresBackend:
         self._pool.close()
 
     def database_kind(self) -> str:
-        """`"plain"`, `"compat"` or `"supabase"` (see `idea_expansion.local.database_kind`), read when
-        the pool opened: the local storage refuses a real Supabase database without a round trip."""
+        """`"plain"`, `"compat"` or `"supabase"` (see `idea_expansion.local.database_kind`), read on first
+        use and kept: the local storage asks before each call, and most clients never store a file."""
+        if self._kind is None:
+            with self._connection() as conn:
+                self._kind = database_kind(conn)
         return self._kind
 
     def query(self, statement: QueryNoTemplate, params: Params | None, scope: Scope) -> list[dict[str, Any]]:
