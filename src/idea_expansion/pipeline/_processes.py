@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ClientRecipe",
     "PipelineRecipe",
+    "RunCount",
     "WorkerProcessError",
     "WorkerThreadError",
     "client_recipe",
@@ -352,12 +353,32 @@ class _Counts(Protocol):
     def __setitem__(self, index: int, value: int, /) -> None: ...
 
 
-class _Slot:
-    """This process's count of runs taken, in its slot of the shared array (read by the parent)."""
+class RunCount:
+    """Runs taken by the claim loops of one process, under a lock they share (`max_runs` is checked
+    and the slot reserved in one step)."""
+
+    def __init__(self) -> None:
+        self._value = 0
+        self._lock = threading.Lock()
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    @value.setter
+    def value(self, value: int) -> None:
+        self._value = value
+
+    def get_lock(self) -> threading.Lock:
+        return self._lock
+
+
+class _Slot(RunCount):
+    """A worker process's count, kept in its slot of the shared array, where the parent reads it."""
 
     def __init__(self, counts: _Counts, index: int) -> None:
+        super().__init__()
         self._counts, self._index = counts, index
-        self._lock = threading.Lock()
 
     @property
     def value(self) -> int:
@@ -366,9 +387,6 @@ class _Slot:
     @value.setter
     def value(self, value: int) -> None:
         self._counts[self._index] = value
-
-    def get_lock(self) -> threading.Lock:
-        return self._lock
 
 
 def _child_main(

@@ -25,11 +25,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -58,6 +57,7 @@ from ..types.ids import IdLike
 from ._processes import (
     LoopOptions,
     PipelineRecipe,
+    RunCount,
     WorkerProcessError,
     WorkerThreadError,
     check_picklable,
@@ -114,25 +114,6 @@ _DRAFTS: dict[OutputFormat, type[BaseModel]] = {
     OutputFormat.GITHUB_REPO: RepoDraft,
     OutputFormat.IMAGE: ImageDraft,
 }
-
-
-class _Counter(Protocol):
-    """Runs taken so far: `_Taken` in one process, a shared-memory value across worker processes."""
-
-    value: int
-
-    def get_lock(self) -> AbstractContextManager[Any]: ...
-
-
-class _Taken:
-    """Runs taken by the threads of this process."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def get_lock(self) -> threading.Lock:
-        return self._lock
 
 
 @dataclass
@@ -341,7 +322,7 @@ class Pipeline:
             raise InvalidRequestError(f"max_runs must be at least 0 (or None for no limit), not {max_runs}")
         stop = stop or threading.Event()
         if concurrency == 1:
-            taken = _Taken()
+            taken = RunCount()
             self._work(
                 threads=threads_per_process,
                 base=worker_id or f"{socket.gethostname()}:{os.getpid()}",
@@ -362,14 +343,14 @@ class Pipeline:
         threads: int,
         base: str,
         stop: threading.Event,
-        taken: _Counter,
+        taken: RunCount,
         poll_interval: float,
         exit_when_idle: bool,
         max_runs: int | None,
         reaper: bool,
     ) -> None:
-        """`threads` claim loops in this process, counting the runs they take in `taken` (shared with
-        the other worker processes, so `max_runs` holds for all of them)."""
+        """`threads` claim loops in this process, counting the runs they take in `taken`; `max_runs` is
+        this process's share (worker processes split the caller's between them)."""
 
         def loop(index: int) -> None:
             name = f"{base}/{index}"
