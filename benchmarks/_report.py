@@ -53,9 +53,15 @@ class Result:
     baseline: float | None
     ours: float
     goal: tuple[Literal[">=", "<="], float] | None = None
+    paired: tuple[float, ...] = ()
+    """Ratios of runs made side by side (baseline, then ours at once, or the other way round): when given,
+    the ratio is their median rather than the ratio of the two medians, so a slow minute on a shared
+    machine falls on both halves of a pair instead of on whichever figure it happened to hit."""
 
     @property
     def ratio(self) -> float | None:
+        if self.paired:
+            return statistics.median(self.paired)
         if self.baseline in (None, 0):
             return None
         return self.ours / self.baseline  # type: ignore[operator]
@@ -75,7 +81,8 @@ class Result:
 
 
 def median_results(rounds: Sequence[Sequence[Result]]) -> list[Result]:
-    """The median of each metric over repeated rounds (figures and baseline separately, by metric name)."""
+    """The median of each metric over repeated rounds (figures and baseline separately, by metric name; the
+    paired ratios of every round pooled)."""
     names = [r.metric for r in rounds[0]]
     merged: list[Result] = []
     for name in names:
@@ -88,6 +95,7 @@ def median_results(rounds: Sequence[Sequence[Result]]) -> list[Result]:
                 baseline=statistics.median(baselines) if baselines else None,
                 ours=statistics.median(s.ours for s in samples),
                 goal=samples[0].goal,
+                paired=tuple(ratio for s in samples for ratio in s.paired),
             )
         )
     return merged

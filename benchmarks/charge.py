@@ -279,18 +279,34 @@ def setup(admin_url: str, quick: bool, *, before: bool = False) -> State:
     return state
 
 
-def _tps(state: State, clients: int) -> dict[str, float]:
-    """Each script's tps at `clients`: the median of `slices` short runs. The scripts take turns, in an order
-    reversed every turn and every round, so whatever else loads the machine falls on all of them alike.
+PAIRS = (
+    ("ledgered", "ours"),
+    ("ledgered_key", "ours_key"),
+    ("ledgered_wrapped", "ours_wrapped"),
+    ("ledgered_key_wrapped", "ours_key_wrapped"),
+    ("bare", "ours"),
+)
+"""(baseline, ours) pairs whose ratio is taken run by run: the two scripts run one right after the other."""
+
+
+def _tps(state: State, clients: int) -> tuple[dict[str, float], dict[tuple[str, str], list[float]]]:
+    """Each script's tps at `clients` (the median of `slices` short runs) and each pair's ratio in every
+    turn. The scripts take turns in an order reversed every turn and every round, each baseline next to its
+    own script, so whatever else loads the machine falls on all of them alike and on both halves of a pair.
     Before each run the ledger is emptied and the balances vacuumed: every run starts from the same state."""
     order = list(SCRIPTS) if state.rounds % 2 == 0 else list(reversed(SCRIPTS))
     samples: dict[str, list[float]] = {name: [] for name in SCRIPTS}
+    paired: dict[tuple[str, str], list[float]] = {pair: [] for pair in PAIRS}
     for turn in range(state.slices):
+        now: dict[str, float] = {}
         for name in order if turn % 2 == 0 else reversed(order):
             state.conn.execute("truncate public.credit_charges")
             state.conn.execute("vacuum public.usage_tracking")
-            samples[name].append(pgbench(state, state.scripts[name], clients, state.slice_seconds))
-    return {name: statistics.median(values) for name, values in samples.items()}
+            now[name] = pgbench(state, state.scripts[name], clients, state.slice_seconds)
+            samples[name].append(now[name])
+        for baseline, ours in PAIRS:
+            paired[(baseline, ours)].append(now[ours] / now[baseline])
+    return {name: statistics.median(values) for name, values in samples.items()}, paired
 
 
 def _wal_per_charge(state: State, id_default: str) -> float:
@@ -329,19 +345,29 @@ def measure(state: State) -> list[Result]:
     results: list[Result] = []
     for clients in CONCURRENCY:
         tag = f"-c {clients}"
-        tps = _tps(state, clients)
+        tps, paired = _tps(state, clients)
         for key, key_label in (("", "no key"), ("_key", "fresh key")):
             for wrapped, via in (("", ""), ("_wrapped", ", service role")):
+                pair = (f"ledgered{key}{wrapped}", f"ours{key}{wrapped}")
                 results.append(
                     Result(
                         f"charge vs ledgered statement ({key_label}{via}) {tag}",
                         "tps",
-                        tps[f"ledgered{key}{wrapped}"],
-                        tps[f"ours{key}{wrapped}"],
+                        tps[pair[0]],
+                        tps[pair[1]],
                         GOAL,
+                        paired=tuple(paired[pair]),
                     )
                 )
-        results.append(Result(f"charge vs bare UPDATE (no key, no ledger) {tag}", "tps", tps["bare"], tps["ours"]))
+        results.append(
+            Result(
+                f"charge vs bare UPDATE (no key, no ledger) {tag}",
+                "tps",
+                tps["bare"],
+                tps["ours"],
+                paired=tuple(paired[("bare", "ours")]),
+            )
+        )
     v4 = _wal_per_charge(state, "gen_random_uuid()")
     ours = _wal_per_charge(state, state.id_default)
     results.append(
