@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers check check-supabase bench clean
+.PHONY: demo test lint typecheck layers check check-supabase smoke-install lowest-versions bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (python3.11, python3.12, ...)"; exit 1; }
@@ -25,8 +25,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples scripts
+	$(BIN)/ruff format --check src tests benchmarks examples scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -40,6 +40,15 @@ check: lint typecheck layers
 # Supabase's own tools against a fresh database on the machine's PostgreSQL 15 (see scripts/check-supabase.sh).
 check-supabase: $(STAMP)
 	bash scripts/check-supabase.sh
+
+# A plain install: the wheel, without extras, in a brand-new virtualenv, against the machine's PostgreSQL and a
+# stand-in Supabase API on loopback (see scripts/smoke-install.sh).
+smoke-install: $(STAMP)
+	bash scripts/smoke-install.sh
+
+# The suite on the lowest versions pyproject.toml allows, against the machine's PostgreSQL (scripts/lowest-versions.sh).
+lowest-versions: $(STAMP)
+	bash scripts/lowest-versions.sh
 
 # Every benchmark beside its baseline, repeated, one table of medians (benchmarks/README.md).
 # BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--quick --only charge"`.

@@ -12,8 +12,8 @@ from ._exceptions import ConfigurationError
 __all__ = ["Settings"]
 
 _HOW_TO = {
-    "database_url": "set DATABASE_URL to a PostgreSQL URL, e.g. postgresql://postgres@127.0.0.1:54322/postgres "
-    "(leave it unset to use the embedded local database)",
+    "database_url": "set DATABASE_URL to a PostgreSQL URL, e.g. postgresql://postgres@127.0.0.1:54322/postgres, "
+    "or to `embedded` for a private local database (pip install 'idea-expansion[local]')",
     "supabase_url": "set SUPABASE_URL to your project URL (Dashboard -> Settings -> API, or `supabase status`)",
     "supabase_service_role_key": "set SUPABASE_SERVICE_ROLE_KEY (Dashboard -> Settings -> API, or `supabase status`)",
     "supabase_anon_key": "set SUPABASE_ANON_KEY (Dashboard -> Settings -> API, or `supabase status`)",
@@ -30,10 +30,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    database_url: str | None = Field(
+    database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "IDEA_EXPANSION_DATABASE_URL")
     )
-    """Direct PostgreSQL URL (Supabase direct or pooled connection, or `supabase start`'s port 54322)."""
+    """Direct PostgreSQL URL (Supabase direct or pooled connection, or `supabase start`'s port 54322), or
+    `embedded` for the private local server of the `local` extra. Secret: it usually holds the password."""
 
     supabase_url: str | None = Field(
         default=None, validation_alias=AliasChoices("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL")
@@ -69,7 +70,7 @@ class Settings(BaseSettings):
     backend: Literal["rest", "postgres"] | None = Field(
         default=None, validation_alias=AliasChoices("IDEA_EXPANSION_BACKEND")
     )
-    """Force a backend; by default REST when SUPABASE_URL is set, else direct Postgres."""
+    """Force a backend; by default REST when SUPABASE_URL is set, direct Postgres when DATABASE_URL is."""
 
     storage_dir: str | None = Field(default=None, validation_alias=AliasChoices("IDEA_EXPANSION_STORAGE_DIR"))
     """Where the Postgres backend keeps stored files (default: the user cache directory)."""

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import DEBUG
+from ._common import DEBUG, EMBEDDED_ANNOUNCED
 from .admin import admin_app
 from .db import db_app
 from .demo import demo_command
@@ -25,6 +25,7 @@ def _options(
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")] = False,
 ) -> None:
     DEBUG.set(debug)
+    EMBEDDED_ANNOUNCED.set(False)
 
 
 app.command("demo")(demo_command)

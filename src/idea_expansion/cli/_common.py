@@ -30,17 +30,23 @@ from rich.text import Text
 from .._client import IdeaExpansion
 from .._exceptions import IdeaExpansionError, NotFoundError
 from .._settings import Settings
-from ..local import resolve_database_url
+from ..backends._connect import check_database_url, with_connect_timeout
+from ..local import EMBEDDED, resolve_database_url
 from ..types import User
 
 console = Console(emoji=False)
 err_console = Console(stderr=True, emoji=False)
 
-DB_URL_HELP = "PostgreSQL URL; defaults to DATABASE_URL, else the embedded local database."
+DB_URL_HELP = "PostgreSQL URL (or `embedded`); defaults to DATABASE_URL, else the embedded local database."
+EMBEDDED_NOTICE = "Using the embedded local database (set DATABASE_URL to use another)."
 
 
 # Set by the app's --debug option for the command being run.
 DEBUG: contextvars.ContextVar[bool] = contextvars.ContextVar("idea_expansion_cli_debug", default=False)
+# Whether the command being run has said it fell back to the embedded database (it says so once).
+EMBEDDED_ANNOUNCED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "idea_expansion_cli_embedded_announced", default=False
+)
 
 
 def debug_enabled() -> bool:
@@ -101,19 +107,50 @@ def command_errors() -> Iterator[None]:
 
 def connect(db_url: str | None) -> psycopg.Connection[Any]:
     """An autocommit superuser connection to the chosen database (for db maintenance)."""
-    return psycopg.connect(database_url(db_url), autocommit=True)
+    return connect_url(database_url(db_url))
+
+
+def connect_url(url: str) -> psycopg.Connection[Any]:
+    """An autocommit connection to `url`; a malformed URL or a host that does not answer fails at once, as
+    for the SDK's clients."""
+    check_database_url(url)
+    return psycopg.connect(url, autocommit=True, **with_connect_timeout(url, {}))
 
 
 def database_url(db_url: str | None) -> str:
-    return resolve_database_url(db_url, Settings().database_url)
+    """The database a command works on directly: --db-url, else DATABASE_URL, else the embedded one."""
+    configured = Settings().database_url
+    chosen = db_url or (configured.get_secret_value() if configured is not None else None)
+    if not chosen:
+        chosen = _embedded_default()
+    return resolve_database_url(chosen, None)
 
 
 def open_client(db_url: str | None) -> IdeaExpansion:
-    """The service client: direct Postgres for --db-url, else whatever the settings choose."""
+    """The service client: direct Postgres for --db-url, else whatever the settings choose, else the
+    embedded database (the SDK never falls back to it; the command line does, and says so)."""
     settings = Settings()
     if db_url:
         return IdeaExpansion(settings=settings, backend="postgres", database_url=db_url)
+    if _names_no_database(settings):
+        return IdeaExpansion(settings=settings, backend="postgres", database_url=_embedded_default())
     return IdeaExpansion(settings=settings)
+
+
+def _names_no_database(settings: Settings) -> bool:
+    """Whether the settings leave the choice of database to the command line: no DATABASE_URL, and no
+    SUPABASE_URL unless the Postgres backend is forced (a forced REST backend needs no database)."""
+    if settings.database_url is not None and settings.database_url.get_secret_value():
+        return False
+    return settings.backend == "postgres" or (settings.backend is None and not settings.supabase_url)
+
+
+def _embedded_default() -> str:
+    """The command line's default database, announced in one line on stderr (once per command)."""
+    if not EMBEDDED_ANNOUNCED.get():
+        EMBEDDED_ANNOUNCED.set(True)
+        err_console.print(EMBEDDED_NOTICE, highlight=False, soft_wrap=True)
+    return EMBEDDED
 
 
 def user_by_email(client: IdeaExpansion, email: str) -> User:

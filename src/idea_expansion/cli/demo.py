@@ -12,10 +12,10 @@ from rich.rule import Rule
 from .._client import IdeaExpansion
 from .._exceptions import InsufficientCreditsError
 from .._settings import Settings
-from ..local import find_project, reset
+from ..local import find_project, is_embedded, reset
 from ..pipeline import OfflineProvider, Pipeline
 from ..types import OutputFormat
-from ._common import DB_URL_HELP, command_errors, connect, console, safe
+from ._common import DB_URL_HELP, command_errors, connect_url, console, database_url, safe
 from ._render import show_output, stage_progress
 
 DEMO_EMAIL = "demo@example.com"
@@ -54,9 +54,12 @@ def demo_command(
     """
     with command_errors():
         settings = Settings()
-        target_given = bool(db_url or settings.database_url)
+        chosen = db_url or (settings.database_url.get_secret_value() if settings.database_url else "")
+        # The embedded database is the demo's own sandbox; any other is reset only when the user agrees.
+        target_given = bool(chosen) and not is_embedded(chosen)
+        url = database_url(db_url)
         project = find_project()
-        with connect(db_url) as conn:
+        with connect_url(url) as conn:
             if (
                 target_given
                 and not yes
@@ -67,7 +70,6 @@ def demo_command(
                 raise typer.Abort()
             console.print(Rule("1. A fresh database"))
             result = reset(conn, project)
-            url = conn.info.dsn
         console.print(f"{len(result.applied)} migrations applied; seeded the admin with 100 credits.")
 
         with (
@@ -121,7 +123,7 @@ def demo_command(
             console.print(Rule("5. One more run, on a paid credit"))
             idea_id, fmt = queue.pop(0)
             _expand(client, pipeline, user.id, idea_id, fmt)
-            charges = client.credits.charges(user.id)
+            charges = list(client.credits.charges(user.id))
             console.print(
                 f"charges: {sum(c.credit_type == 'free' for c in charges)} free, "
                 f"{sum(c.credit_type == 'paid' for c in charges)} paid"

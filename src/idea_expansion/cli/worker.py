@@ -10,10 +10,8 @@ from typing import Annotated
 
 import typer
 
-from .._client import IdeaExpansion
-from .._settings import Settings
 from ..pipeline import OfflineProvider, Pipeline, start_forkserver
-from ._common import DB_URL_HELP, command_errors, console, safe
+from ._common import DB_URL_HELP, command_errors, console, open_client, safe
 
 
 def worker_command(
@@ -58,11 +56,10 @@ def worker_command(
         signal.signal(signal.SIGINT, on_signal)
         if concurrency > 1:
             start_forkserver()  # before the client's pool threads exist: see start_forkserver
-        settings = Settings()
-        with IdeaExpansion(settings=settings, backend="postgres" if db_url else None, database_url=db_url) as client:
+        with open_client(db_url) as client:
             pipeline = Pipeline.from_settings(
                 client,
-                settings,
+                client.settings,
                 provider=OfflineProvider(latency=simulate_latency) if simulate_latency else None,
                 stale_after=timedelta(seconds=stale_after),
             )

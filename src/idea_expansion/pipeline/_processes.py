@@ -30,7 +30,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext, SpawnContext
@@ -40,7 +40,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .._client import IdeaExpansion
-from .._exceptions import ConfigurationError, IdeaExpansionError
+from .._exceptions import ConfigurationError, IdeaExpansionError, WorkerProcessError, WorkerThreadError
 from .._settings import Settings
 
 if TYPE_CHECKING:
@@ -61,33 +61,13 @@ __all__ = [
 log = logging.getLogger("idea_expansion.pipeline")
 
 
-class WorkerProcessError(IdeaExpansionError):
-    """A worker process died (crashed, was killed, or could not start); the others were stopped.
-
-    Attributes:
-        processed: Runs the worker processes took before they stopped (as `run_worker` returns).
-        exit_codes: Exit code of each process that died, by process index (negative: killed by that signal).
-    """
-
-    def __init__(self, message: str, *, processed: int, exit_codes: dict[int, int]) -> None:
-        super().__init__(message)
-        self.processed = processed
-        self.exit_codes = exit_codes
-
-
-class WorkerThreadError(IdeaExpansionError):
-    """A worker's claim loop ended on something it does not catch (SystemExit from a provider, say);
-    the other loops finished their runs in hand and stopped. In a worker process this exits it with
-    code 1, so the parent reports `WorkerProcessError`."""
-
-
 @dataclass(frozen=True)
 class ClientRecipe:
     """How to build, in another process, a service client equal to the parent's."""
 
     settings: Settings
     backend: Literal["postgres", "rest"]
-    backend_arguments: dict[str, Any]
+    backend_arguments: dict[str, Any] = field(repr=False)  # the database URL holds its password
     """What the parent's backend was built with (`rebuild_arguments()`): URL, pool sizes, timeouts."""
     storage_dir: str | None
 
