@@ -1,4 +1,4 @@
-"""The idea-expansion error tree. Every error the SDK raises is one of these:
+"""The idea-expansion error tree. Every error the SDK raises to its callers is one of these:
 
     IdeaExpansionError
     ├── ConfigurationError            a setting is missing or malformed (says how to set it)
@@ -10,27 +10,43 @@
     │   │                             its idea) is not in a state that allows the call
     │   ├── InvalidRequestError       23514, 23502, 22xxx, P0001: the input broke a rule
     │   ├── InsufficientCreditsError  PT402: no credits left
-    │   └── StorageError              Supabase Storage refused (other than the cases above)
+    │   └── StorageError              Supabase Storage (or the local store) failed for another reason
+    ├── APIConnectionError            the database or API could not be reached
+    │   └── APITimeoutError           it did not answer in time
     ├── DecryptionError               a credential cannot be decrypted (tampered, moved, wrong key)
-    ├── PipelineError(execution_id, stage)  an expansion failed; the run is recorded as failed
     ├── DatabaseSetupError            the local database could not be bootstrapped or migrated
-    ├── ConnectionError               the database or API could not be reached
-    └── TimeoutError                  it did not answer in time
+    ├── PipelineError(execution_id, stage)  an expansion failed; the run is recorded as failed
+    ├── ProviderError                 a model provider failed or answered off-schema (pipeline)
+    ├── PublishError(status, errors)  GitHub refused or failed to publish a repository (pipeline)
+    ├── WorkerProcessError(processed, exit_codes)  a worker process died (pipeline)
+    └── WorkerThreadError             a worker's claim loop ended on what it does not catch (pipeline)
 
 Errors are chosen in one function, `error_from_code`, by SQLSTATE / PostgREST code (and Storage's
 error code and status), never by message text.
+
+`APITimeoutError` is an `APIConnectionError`, as in openai-python (and as httpx's timeouts are transport
+errors): both mean "no answer from the server", and a caller that retries one retries the other. The
+pipeline's errors are defined here, not in the pipeline package, so that `idea_expansion.ProviderError`
+and friends are importable (and catchable) without importing the pipeline.
+
+`ConnectionError` and `TimeoutError` are deprecated aliases of `APIConnectionError` and `APITimeoutError`,
+kept for one release: the old names shadowed Python's builtins. Reading them warns
+(`DeprecationWarning`); they are not in `__all__`, so `from idea_expansion import *` rebinds no builtin.
+Note that `except ConnectionError` (the alias) now also catches timeouts.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "APIConnectionError",
     "APIError",
+    "APITimeoutError",
     "AuthenticationError",
     "ConfigurationError",
     "ConflictError",
-    "ConnectionError",
     "DatabaseSetupError",
     "DecryptionError",
     "IdeaExpansionError",
@@ -39,8 +55,11 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "PipelineError",
+    "ProviderError",
+    "PublishError",
     "StorageError",
-    "TimeoutError",
+    "WorkerProcessError",
+    "WorkerThreadError",
     "auth_error",
     "error_from_code",
 ]
@@ -76,13 +95,71 @@ class PipelineError(IdeaExpansionError):
         self.execution_id = execution_id
         self.stage = stage
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle (a worker process, a task queue) rebuilds an exception from its positional args alone,
+        # which would miss the keyword-only ones.
+        return (_rebuilt, (type(self), self.args, self.__dict__))
 
-class ConnectionError(IdeaExpansionError):
+
+class ProviderError(IdeaExpansionError):
+    """A model provider failed (after its own retries) or returned output that does not fit the schema."""
+
+
+class PublishError(IdeaExpansionError):
+    """GitHub refused or failed; `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None, errors: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+        """GitHub's structured `errors` list (resource, field, code), when it sent one."""
+
+    @property
+    def name_taken(self) -> bool:
+        """A 422 whose error is about the repository name: it exists already on this account."""
+        return self.status == 422 and any(
+            isinstance(e, dict) and e.get("resource") == "Repository" and e.get("field") == "name" for e in self.errors
+        )
+
+
+class WorkerProcessError(IdeaExpansionError):
+    """A worker process died (crashed, was killed, or could not start); the others were stopped.
+
+    Attributes:
+        processed: Runs the worker processes took before they stopped (as `run_worker` returns).
+        exit_codes: Exit code of each process that died, by process index (negative: killed by that signal).
+    """
+
+    def __init__(self, message: str, *, processed: int, exit_codes: dict[int, int]) -> None:
+        super().__init__(message)
+        self.processed = processed
+        self.exit_codes = exit_codes
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuilt, (type(self), self.args, self.__dict__))
+
+
+class WorkerThreadError(IdeaExpansionError):
+    """A worker's claim loop ended on something it does not catch (SystemExit from a provider, say);
+    the other loops finished their runs in hand and stopped. In a worker process this exits it with
+    code 1, so the parent reports `WorkerProcessError`."""
+
+
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    """An unpickled exception whose constructor takes required keyword arguments: its args and attributes
+    as they were, without calling that constructor."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+class APIConnectionError(IdeaExpansionError):
     """The database or the Supabase API could not be reached."""
 
 
-class TimeoutError(IdeaExpansionError):
-    """The database or the Supabase API did not answer in time."""
+class APITimeoutError(APIConnectionError):
+    """The database or the Supabase API did not answer in time (a kind of `APIConnectionError`)."""
 
 
 class APIError(IdeaExpansionError):
@@ -226,3 +303,33 @@ def auth_error(code: str | None, message: str, *, status: int | None = None) -> 
     return error_from_code(
         mapped, message, details=f"Supabase Auth: {code or status}", raw={"code": code, "status": status}
     )
+
+
+_DEPRECATED_ALIASES: dict[str, type[IdeaExpansionError]] = {
+    "ConnectionError": APIConnectionError,
+    "TimeoutError": APITimeoutError,
+}
+
+
+def deprecated_alias(module: str, name: str) -> type[IdeaExpansionError]:
+    """A deprecated name's class, with a `DeprecationWarning` naming the new one; for a module
+    `__getattr__` (this module's and the package's). Raises `AttributeError` for any other name."""
+    cls = _DEPRECATED_ALIASES.get(name)
+    if cls is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(
+        f"idea_expansion.{name} is deprecated and will be removed in the next release: use "
+        f"idea_expansion.{cls.__name__} (the old name shadows Python's built-in {name})",
+        DeprecationWarning,
+        stacklevel=3,  # this function, the module's __getattr__, then the code that read the name
+    )
+    return cls
+
+
+def __getattr__(name: str) -> type[IdeaExpansionError]:
+    return deprecated_alias(__name__, name)
+
+
+if TYPE_CHECKING:  # so that code annotated with the old names still type-checks for this release
+    ConnectionError = APIConnectionError
+    TimeoutError = APITimeoutError

@@ -13,13 +13,15 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import httpx
 import jwt
 
-from ._exceptions import AuthenticationError, ConfigurationError, ConnectionError, TimeoutError
+if TYPE_CHECKING:  # httpx loads only when a JWKS is fetched
+    import httpx
+
+from ._exceptions import APIConnectionError, APITimeoutError, AuthenticationError, ConfigurationError
 
 __all__ = ["ASYMMETRIC_ALGORITHMS", "JwksKeys", "jwks_url_for", "mint_user_token", "verify_user_token"]
 
@@ -89,7 +91,7 @@ class JwksKeys:
         Raises:
             AuthenticationError: no kid, a kid not in the set, or a key of another algorithm.
             ConfigurationError: the JWKS cannot be read (bad JSON, or an HTTP 4xx from its URL).
-            ConnectionError, TimeoutError: the JWKS URL cannot be reached.
+            APIConnectionError, APITimeoutError: the JWKS URL cannot be reached.
         """
         if not kid:
             raise AuthenticationError("invalid access token: it names no signing key (kid)", code=_CODE)
@@ -114,6 +116,8 @@ class JwksKeys:
         return found
 
     def _fetch(self) -> dict[str, jwt.PyJWK]:
+        import httpx  # here, not at import: most clients never fetch a JWKS
+
         assert self.url is not None
         try:
             if self._http is not None:
@@ -122,11 +126,11 @@ class JwksKeys:
                 with httpx.Client(timeout=self._timeout) as http:
                     response = http.get(self.url)
         except httpx.TimeoutException as exc:
-            raise TimeoutError(f"fetching the JWKS from {self.url} timed out: {exc}") from None
+            raise APITimeoutError(f"fetching the JWKS from {self.url} timed out: {exc}") from None
         except httpx.TransportError as exc:
-            raise ConnectionError(f"cannot fetch the JWKS from {self.url}: {exc}") from None
+            raise APIConnectionError(f"cannot fetch the JWKS from {self.url}: {exc}") from None
         if response.status_code >= 500:
-            raise ConnectionError(f"fetching the JWKS from {self.url} failed: HTTP {response.status_code}")
+            raise APIConnectionError(f"fetching the JWKS from {self.url} failed: HTTP {response.status_code}")
         if response.status_code != 200:
             raise ConfigurationError(
                 f"fetching the JWKS from {self.url} failed: HTTP {response.status_code} "
@@ -178,6 +182,8 @@ def verify_user_token(token: str, *, secret: str | None, jwks: JwksKeys | None) 
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise AuthenticationError(f"invalid access token: {exc}", code=_CODE) from None
+    except UnicodeEncodeError:  # a lone surrogate: no token holds one
+        raise AuthenticationError("invalid access token: not valid Unicode", code=_CODE) from None
     algorithm = header.get("alg")
     key: str | jwt.PyJWK
     if algorithm == "HS256":

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from httpx_retries import Retry, RetryTransport
 
-from .._exceptions import IdeaExpansionError
-from .content import GitHubRepoContent
+from .._exceptions import PublishError
+from ..types import GitHubRepoContent
 
 __all__ = ["GitHubPublisher", "PublishError", "PublishResult", "github_http_client"]
 
@@ -66,23 +66,6 @@ def github_http_client(*, timeout: float = 30.0, retries: int = 3, backoff_facto
         transport=RetryTransport(httpx.HTTPTransport(), retry=retry),
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
     )
-
-
-class PublishError(IdeaExpansionError):
-    """GitHub refused or failed; `status` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, *, status: int | None = None, errors: list[Any] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.errors = errors or []
-        """GitHub's structured `errors` list (resource, field, code), when it sent one."""
-
-    @property
-    def name_taken(self) -> bool:
-        """A 422 whose error is about the repository name: it exists already on this account."""
-        return self.status == 422 and any(
-            isinstance(e, dict) and e.get("resource") == "Repository" and e.get("field") == "name" for e in self.errors
-        )
 
 
 @dataclass(frozen=True)

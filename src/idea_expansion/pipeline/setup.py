@@ -14,6 +14,8 @@ __all__ = ["image_renderer_from_settings", "providers_from_settings"]
 
 
 def _provider_names(settings: Settings) -> list[str]:
+    if not isinstance(settings, Settings):  # an AttributeError below, otherwise
+        raise ConfigurationError(f"settings must be a Settings, not {type(settings).__name__}")
     return [n.strip().lower() for n in settings.provider.split(",") if n.strip()] or ["offline"]
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "UserCreate",
     "UserUpdate",
     "email_key",
+    "is_utf8",
     "parse_params",
 ]
 
@@ -74,6 +75,16 @@ def _email(value: str) -> str:
     if not (at and local and domain) or "@" in domain or any(ch.isspace() for ch in value):
         raise ValueError(f"not an e-mail address: {value!r}")
     return value.lower()
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be sent anywhere (the database, a file name, a URL, the encryptor): a Python
+    string may hold a lone surrogate, which no UTF-8 encoder takes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def email_key(value: str) -> str | None:

@@ -8,7 +8,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from ..._exceptions import IdeaExpansionError
+from ..._exceptions import ConfigurationError, ProviderError
 from ...types.params import (
     MAX_BULLET_CHARS,
     MAX_BULLETS,
@@ -45,10 +45,6 @@ PROMPT_LINK_CHARS = 300
 
 T = TypeVar("T", bound=BaseModel)
 Task = Literal["judge", "choose_format", "blog_post", "twitter_thread", "github_repo", "image"]
-
-
-class ProviderError(IdeaExpansionError):
-    """A model provider failed (after its own retries) or returned output that does not fit the schema."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +129,7 @@ class FallbackProvider:
 
     def __init__(self, providers: Sequence[Provider]) -> None:
         if not providers:
-            raise ValueError("FallbackProvider needs at least one provider")
+            raise ConfigurationError("FallbackProvider needs at least one provider")
         self.providers = list(providers)
         self.name = " -> ".join(p.name for p in self.providers)
 
