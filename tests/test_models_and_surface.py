@@ -60,7 +60,7 @@ SQL_TYPES: dict[str, tuple[type, ...]] = {
     "text": (str, StrEnum),
     "integer": (int,),
     "boolean": (bool,),
-    "jsonb": (dict, list),
+    "jsonb": (dict, list, BaseModel),  # a JSON object the SDK reads as a typed model (outputs.content)
     "numeric": (Decimal,),
     "timestamp with time zone": (AwareDatetime,),  # aware datetimes only
     "ARRAY": (list,),

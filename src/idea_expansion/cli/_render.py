@@ -14,8 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.text import Text
 from rich.tree import Tree
 
-from ..pipeline import BlogPostContent, GitHubRepoContent, ImageContent, TwitterThreadContent, parse_content
-from ..types import Output, Stage
+from ..types import BlogPostContent, GitHubRepoContent, ImageContent, Output, Stage, TwitterThreadContent
 from ._common import console, literal, printable, safe
 
 # The stages a run passes through, by format (image: cover or image; publish: repositories only).
@@ -50,7 +49,7 @@ def stage_progress(label: str) -> Iterator[Callable[[Stage, uuid.UUID], None]]:
 
 def show_output(output: Output, *, full: bool = False) -> None:
     """A blog excerpt rendered as Markdown, a thread, a repository's file tree, or an image's path."""
-    content = parse_content(output.format, output.content)
+    content = output.content
     if isinstance(content, BlogPostContent):
         text = content.markdown if full else "\n\n".join(content.markdown.split("\n\n")[:5]) + "\n\n…"
         console.print(

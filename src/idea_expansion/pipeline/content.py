@@ -1,4 +1,5 @@
-"""What providers return (drafts). What runs store lives in `idea_expansion.types.content` (re-exported here)."""
+"""What providers return (drafts). What runs store (`OutputContent` and its models) lives in
+`idea_expansion.types`; it is re-exported here so imports from `idea_expansion.pipeline.content` keep working."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from ..types.content import (
     StoredImage,
     Text,
     TwitterThreadContent,
-    parse_content,
 )
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "StoredImage",
     "ThreadDraft",
     "TwitterThreadContent",
-    "parse_content",
 ]
 
 

@@ -2,9 +2,11 @@
 
 from .content import (
     BlogPostContent,
+    BlogSection,
     GitHubRepoContent,
     ImageContent,
     OutputContent,
+    RepoFile,
     StoredImage,
     TwitterThreadContent,
 )
@@ -34,6 +36,7 @@ from .rows import BlogPost, Credential, CreditCharge, Execution, Idea, Output, P
 __all__ = [
     "BlogPost",
     "BlogPostContent",
+    "BlogSection",
     "ChargeStatus",
     "Credential",
     "CreditCharge",
@@ -60,6 +63,7 @@ __all__ = [
     "PaymentReceipt",
     "PaymentStatus",
     "Provider",
+    "RepoFile",
     "Stage",
     "StoredImage",
     "TwitterThreadContent",

@@ -1,10 +1,15 @@
-"""What runs store in `outputs.content`: one model per format, a discriminated union on `format`."""
+"""What runs store in `outputs.content`: one model per format, a discriminated union on `format`.
+
+`Output.content` is an `OutputContent`: pydantic reads the content's `format` and validates it as that
+format's model, so `isinstance(output.content, BlogPostContent)` narrows it. Like the row models, the
+content models are immutable and refuse unknown fields.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = [
     "BlogPostContent",
@@ -15,7 +20,6 @@ __all__ = [
     "RepoFile",
     "StoredImage",
     "TwitterThreadContent",
-    "parse_content",
 ]
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -28,14 +32,24 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
-class BlogSection(Model):
+class ContentModel(Model):
+    """Base of what an output stores: also immutable, as the `Output` row that holds it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class BlogSection(ContentModel):
+    """One section of a blog post."""
+
     heading: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
     """Section heading."""
     paragraphs: list[Text] = Field(min_length=1, max_length=12)
     """Paragraphs (Markdown inline syntax allowed)."""
 
 
-class RepoFile(Model):
+class RepoFile(ContentModel):
+    """One file of a generated repository."""
+
     path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-/]{1,200}$")]
     """Relative path inside the repository."""
     content: str
@@ -50,7 +64,9 @@ class RepoFile(Model):
 
 
 # -- stored content: outputs.content -------------------------------------------------------------------
-class StoredImage(Model):
+class StoredImage(ContentModel):
+    """A PNG in the images bucket."""
+
     storage_path: str
     """Path in the images bucket: <user_id>/<execution_id>/<file>."""
     url: str
@@ -63,8 +79,11 @@ class StoredImage(Model):
     """Content type."""
 
 
-class BlogPostContent(Model):
+class BlogPostContent(ContentModel):
+    """A blog post (a `blog_posts` row is made from it when the run finishes)."""
+
     format: Literal["blog_post"] = "blog_post"
+    """The discriminator: always blog_post."""
     title: str
     """Post title."""
     slug: str
@@ -91,8 +110,11 @@ class BlogPostContent(Model):
     """Which provider wrote it (offline templates say so)."""
 
 
-class TwitterThreadContent(Model):
+class TwitterThreadContent(ContentModel):
+    """A thread of numbered posts."""
+
     format: Literal["twitter_thread"] = "twitter_thread"
+    """The discriminator: always twitter_thread."""
     posts: list[str] = Field(min_length=3, max_length=10)
     """Numbered posts ("1/5 ..."), each at most 280 characters."""
     generated_by: str
@@ -107,8 +129,11 @@ class TwitterThreadContent(Model):
         return posts
 
 
-class GitHubRepoContent(Model):
+class GitHubRepoContent(ContentModel):
+    """A small code repository (pushed to GitHub after the capture, when the user has a token)."""
+
     format: Literal["github_repo"] = "github_repo"
+    """The discriminator: always github_repo."""
     repo_name: str
     """Sanitized repository name."""
     description: str
@@ -123,8 +148,11 @@ class GitHubRepoContent(Model):
     """Which provider wrote it."""
 
 
-class ImageContent(Model):
+class ImageContent(ContentModel):
+    """An image with its caption."""
+
     format: Literal["image"] = "image"
+    """The discriminator: always image."""
     prompt: str
     """What the image shows."""
     caption: str
@@ -141,13 +169,3 @@ OutputContent = Annotated[
     BlogPostContent | TwitterThreadContent | GitHubRepoContent | ImageContent, Field(discriminator="format")
 ]
 """Any output's content; `format` says which model it is."""
-
-_CONTENT: TypeAdapter[OutputContent] = TypeAdapter(OutputContent)
-
-
-def parse_content(format: str, content: dict[str, Any]) -> OutputContent:
-    """Read `outputs.content` back as its typed model (the format must match the content's own)."""
-    parsed = _CONTENT.validate_python({"format": format, **content})
-    if parsed.format != format:
-        raise ValueError(f"content of format {parsed.format!r} stored as {format!r}")
-    return parsed

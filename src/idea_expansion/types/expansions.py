@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from .content import OutputContent, parse_content
+from .content import OutputContent
 from .enums import ExecutionStatus, OutputFormat, Stage
 from .rows import BlogPost, Execution, Idea, Output
 
@@ -60,6 +60,9 @@ class ExpansionStart(_Model):
 
 class Evaluation(_Model):
     """The judge's verdict on the run's idea."""
+
+    # Checked again when nested in an outcome: an instance made with `model_construct` skipped the rules.
+    model_config = ConfigDict(revalidate_instances="always")
 
     score: int = Field(ge=0, le=100)
     """0-100: how worth expanding the idea is."""
@@ -151,8 +154,8 @@ class ExpansionResult(_Model):
         return [] if self.output is None else [self.output]
 
     def content(self) -> OutputContent | None:
-        """The output's content, typed by its format."""
-        return None if self.output is None else parse_content(self.output.format, self.output.content)
+        """The output's content, typed by its format (the same as `output.content`)."""
+        return None if self.output is None else self.output.content
 
 
 class ExpansionStatus(_Model):

@@ -4,11 +4,12 @@ compares them with information_schema.columns of a freshly reset database."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .content import OutputContent
 from .enums import (
     ChargeStatus,
     CreditType,
@@ -164,8 +165,9 @@ class Output(Row):
     """The idea it came from (null once the idea is deleted)."""
     format: OutputFormat
     """blog_post, twitter_thread, github_repo or image."""
-    content: dict[str, Any]
-    """Format-specific content (JSON object)."""
+    content: OutputContent
+    """The content, as its format's model (`BlogPostContent`, `TwitterThreadContent`, `GitHubRepoContent`
+    or `ImageContent`)."""
     published: bool
     """True once published somewhere (then publication_url is set)."""
     publication_url: str | None
@@ -176,6 +178,24 @@ class Output(Row):
     """When it was generated."""
     published_at: AwareDatetime | None
     """When it was published."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _content_of_the_rows_format(cls, data: Any) -> Any:
+        # The row's `format` column is what the content is. The run functions store the content with its
+        # own `format` (finish_expansion refuses one that differs from the row's), but a row written another
+        # way (by hand, by the service role) may leave it out: it then reads as the row's format.
+        if isinstance(data, dict):
+            content, row_format = data.get("content"), data.get("format")
+            if isinstance(content, dict) and "format" not in content and isinstance(row_format, str):
+                return {**data, "content": {"format": str(row_format), **content}}
+        return data
+
+    @model_validator(mode="after")
+    def _content_matches_the_format(self) -> Self:
+        if self.content.format != self.format:
+            raise ValueError(f"the content is {self.content.format} but the output's format is {self.format}")
+        return self
 
 
 class BlogPost(Row):
