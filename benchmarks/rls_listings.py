@@ -7,8 +7,8 @@ Each list is the SDK's own request (the statement its Postgres backend sends, re
     the fastest the database can answer it (or, for public posts, the same query as the service role).
 Figures are the median statement time over many runs (set role + claims, then the timed statement, in one
 transaction, as PostgREST runs a request) and the shared buffers the statement touches (EXPLAIN ANALYZE
-BUFFERS). For the 100k user the buffers before the list-indexes migration are reported too: the data set
-is loaded first, measured, then that migration is applied.
+BUFFERS). For the 100k user the buffers before the list-indexes migrations are reported too: the data set
+is loaded first, measured, then those migrations (and every later one) are applied.
 
 The data set is loaded with set-based SQL (generate_series), never the SDK; `load_dataset` is also the
 data set of tests/test_list_plans.py.
@@ -39,6 +39,16 @@ from idea_expansion.backends.postgres import PostgresBackend, compile_request, s
 from idea_expansion.local import embedded_database_url, find_project, reset
 from idea_expansion.local.migrations import migrate
 from idea_expansion.local.project import SupabaseProject
+from idea_expansion.types import (
+    BlogPostContent,
+    BlogSection,
+    GitHubRepoContent,
+    ImageContent,
+    OutputContent,
+    RepoFile,
+    StoredImage,
+    TwitterThreadContent,
+)
 
 try:  # run from benchmarks/ (this script, or run.py's harness)
     from _report import Result, create_database, drop_database, print_table
@@ -47,7 +57,8 @@ except ImportError:  # imported as benchmarks.rls_listings (tests/test_list_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST_INDEXES = "20260101002200"
-"""The migration whose effect the 'before' figures show."""
+"""The first list-indexes migration (20260101002400_keyset_list_indexes.sql follows it): the 'before'
+figures are those of the migrations older than it."""
 GOAL: tuple[Literal["<="], float] = ("<=", 1.2)
 
 
@@ -113,12 +124,56 @@ _LOAD = {
         select o.user_id, gen_random_uuid(), 'paid', 'captured', ts""",
 }
 
+_GENERATED_BY = "benchmark data set"
+_SAMPLE_CONTENT: dict[str, OutputContent] = {
+    "blog_post": BlogPostContent(
+        title="Post",
+        slug="post",
+        sections=[BlogSection(heading="Why", paragraphs=["A short paragraph."])],
+        markdown="# Post\n\n## Why\n\nA short paragraph.",
+        html="<h1>Post</h1>\n<h2>Why</h2>\n<p>A short paragraph.</p>",
+        meta_description="A short post.",
+        tags=["lists"],
+        word_count=3,
+        reading_time_minutes=1,
+        social_post="A short post.",
+        generated_by=_GENERATED_BY,
+    ),
+    "twitter_thread": TwitterThreadContent(posts=["1/3 One.", "2/3 Two.", "3/3 Three."], generated_by=_GENERATED_BY),
+    "github_repo": GitHubRepoContent(
+        repo_name="lists",
+        description="A small repository.",
+        files=[RepoFile(path="README.md", content="# lists\n"), RepoFile(path="main.py", content="print('lists')\n")],
+        topics=["lists"],
+        run_instructions="python main.py",
+        generated_by=_GENERATED_BY,
+    ),
+    "image": ImageContent(
+        prompt="A title card",
+        caption="A title card.",
+        headline="Lists",
+        image=StoredImage(
+            storage_path="lists/image.png",
+            url="https://example.test/storage/v1/object/public/images/lists/image.png",
+            width=1200,
+            height=630,
+            mime_type="image/png",
+        ),
+        generated_by=_GENERATED_BY,
+    ),
+}
+"""One valid content per format (the SDK validates every output it lists), small like a short run's."""
+
 _DERIVED = (
     # An output for every run that did not fail, a post for every blog_post output (4 in 5 public).
     """
     insert into public.outputs (execution_id, user_id, format, content, created_at)
-    select e.id, e.user_id, e.format_chosen, '{}'::jsonb, e.completed_at
-      from public.executions e where e.status <> 'failed'""",
+    select e.id, e.user_id, e.format_chosen, c.content, e.completed_at
+      from public.executions e
+      join (values ('blog_post', %(blog_post)s::jsonb), ('twitter_thread', %(twitter_thread)s::jsonb),
+                   ('github_repo', %(github_repo)s::jsonb), ('image', %(image)s::jsonb)) c(format, content)
+        on c.format = e.format_chosen
+     where e.status <> 'failed'""",
     """
     insert into public.blog_posts (output_id, user_id, title, slug, markdown_content, html_content, is_public,
                                    published_at, created_at, updated_at)
@@ -151,8 +206,9 @@ def load_dataset(conn: psycopg.Connection[Any], sizes: Sizes, *, vacuum: bool = 
         conn.execute(_LOAD["users"], {"users": sizes.users})
         for table, (heavy, each) in counts.items():
             conn.execute(_LOAD[table] + _ROWS, {"heavy": heavy, "each": each, "users": sizes.users})
+        contents = {name: content.model_dump_json() for name, content in _SAMPLE_CONTENT.items()}
         for statement in _DERIVED:
-            conn.execute(statement, {"heavy_user": HEAVY})
+            conn.execute(statement, {"heavy_user": HEAVY, **contents})
     conn.execute("vacuum (analyze)" if vacuum else "analyze")
 
 
@@ -228,7 +284,8 @@ class Listing:
     baseline: Call | None
     baseline_sql: str = ""
     """When the service role cannot ask for the same rows through the SDK: the SQL it would send, in the
-    SDK's form (one parameter, the user id; the limit, 50, is written in as the SDK writes it)."""
+    SDK's form (one parameter, the user id; the order ends with the id tie-breaker, and the limit is the
+    page's 50 and one more, written in as the SDK writes it)."""
 
 
 LISTINGS = (
@@ -259,14 +316,19 @@ LISTINGS = (
         lambda c, u: c.for_user(u).blog_posts.list(),
         None,
         # What the policy adds, written out: the service role's fastest way to the same rows.
-        'select * from "public"."blog_posts" where ("user_id" = %s or "is_public") order by "created_at" desc limit 50',
+        'select * from "public"."blog_posts" where ("user_id" = %s or "is_public") '
+        'order by "created_at" desc, "id" desc limit 51',
     ),
     Listing(
         "blog posts, public, as anon, newest 50",
         lambda c, u: c.anonymous().blog_posts.list_public(),
         lambda c, u: c.blog_posts.list_public(),
     ),
-    Listing("payment receipts, all", lambda c, u: c.for_user(u).credits.history(), lambda c, u: c.credits.history(u)),
+    Listing(
+        "payment receipts, newest 50",
+        lambda c, u: c.for_user(u).credits.history(),
+        lambda c, u: c.credits.history(u),
+    ),
 )
 
 

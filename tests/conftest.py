@@ -21,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 
 from idea_expansion.local import SupabaseProject, embedded_database_url, find_project, reset
 
+from ._clients import async_client  # noqa: F401 - the async client's fixture, for the suites over both clients
 from ._db import Db
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -145,6 +145,11 @@ CHECK_CASES: dict[str, tuple[str, str]] = {
         "blog_posts",
         "update public.blog_posts set tags = array[repeat('t', 51)] where id = %(post)s",
     ),
+    # a public post always has a publication time (the public listing pages by it)
+    "blog_posts_public_has_published_at": (
+        "blog_posts",
+        "update public.blog_posts set published_at = null where id = %(post)s",
+    ),
     "usage_tracking_balance_max": (
         "usage_tracking",
         "update public.usage_tracking set paid_credits_remaining = 1000001 where user_id = %(user)s",

@@ -40,8 +40,17 @@ from idea_expansion.local import find_project
 from idea_expansion.local.migrations import migrate
 from idea_expansion.pipeline import Pipeline
 
+from ._clients import client_of_kind, over_both_clients
 from ._db import Db
 from .conftest import migrated_database, project_before
+
+
+@pytest.fixture
+def client(request: pytest.FixtureRequest, client: IdeaExpansion) -> IdeaExpansion:
+    """The service client: the sync one, or both in turn for the tests marked `@over_both_clients`."""
+    chosen: IdeaExpansion = client_of_kind(request, client)
+    return chosen
+
 
 IDENTITY_MIGRATION = "20260101001800"
 USER_TABLES = (
@@ -114,6 +123,7 @@ def test_an_unconfirmed_sign_up_gets_no_profile_until_it_is_confirmed(db: Db) ->
     assert db.usage(user_id)["free_expansions_remaining"] == 5
 
 
+@over_both_clients
 def test_a_squatter_never_gets_the_victims_profile_token_or_credits(client: IdeaExpansion, db: Db) -> None:
     """A squatter signs up with the victim's address and never confirms it. The victim's GitHub sign-in,
     their ideas, their token and an admin's grant by e-mail all stay out of the squatter's session."""
@@ -136,6 +146,7 @@ def test_a_squatter_never_gets_the_victims_profile_token_or_credits(client: Idea
     assert client.for_user(victim.id).credentials.get_secret("github") == "gho_victims_token"
 
 
+@over_both_clients
 def test_a_sign_up_older_than_the_profile_never_takes_it_when_confirmed(client: IdeaExpansion, db: Db) -> None:
     """F2: Supabase Auth keeps the first registrant's password when the address signs up again, and a
     confirmation never changes it. So a squatter's pending sign-up, confirmed later by the owner's click,
@@ -169,6 +180,7 @@ def test_a_sign_up_older_than_the_profile_never_takes_it_when_confirmed(client: 
     assert db.scalar("select count(*) from public.users where id = %s", (phone_user,)) == 0
 
 
+@over_both_clients
 def test_addresses_are_ascii_so_no_look_alike_reaches_another_profile(client: IdeaExpansion, db: Db) -> None:
     """lower() folds the Kelvin sign (U+212A) onto k and the dotted capital I (U+0130) onto i: a
     sign-up with such an address took the ASCII address's profile on confirmation."""
@@ -251,7 +263,7 @@ def test_an_sdk_user_who_signs_up_later_keeps_everything_under_the_auth_id(clien
     assert {k: v for k, v in moved_usage.items() if k not in ("user_id", "updated_at")} == {
         k: v for k, v in usage.items() if k not in ("user_id", "updated_at")
     }
-    assert len(client.for_user(auth_id).ideas.list()) == 2
+    assert len(list(client.for_user(auth_id).ideas.list())) == 2
 
     # A GitHub sign-in through Supabase Auth arrives confirmed: linked on insert.
     other = client.users.create(email=address("gh"))
@@ -827,6 +839,7 @@ def test_rest_delete_removes_the_supabase_auth_user_so_the_address_is_free_again
         rest.users.delete(profile_only)  # neither an Auth user nor a profile
 
 
+@over_both_clients
 def test_service_lookups_by_address_never_fold_a_look_alike_onto_someone(client: IdeaExpansion) -> None:
     kate = client.users.create(email=f"kate-{uuid.uuid4().hex[:6]}@example.com")
     look_alike = "\u212a" + kate.email[1:]  # the Kelvin sign: Python lower-cases it to "k"

@@ -3,6 +3,9 @@ for a user with 100,000 ideas among thousands of other users (issue 10): under R
 with the user's claims, as PostgREST runs a request), as the service role with an explicit user filter,
 and as anon for public posts.
 
+Every list is keyset-paged, ordered by (its sort column desc, id desc): its first page is checked, and the
+page after it, whose cursor's keyset must be an index condition (the scan starts at the cursor).
+
 Each case makes the real SDK call through the real Postgres backend, which records the statement it
 sends; the test EXPLAINs (ANALYZE, BUFFERS) exactly that statement as the same scope. The data set is
 benchmarks/rls_listings.py's (loaded with generate_series), smaller in the tables other than ideas.
@@ -10,20 +13,28 @@ benchmarks/rls_listings.py's (loaded with generate_series), smaller in the table
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import psycopg
 import pytest
+import respx
 from benchmarks.rls_listings import HEAVY, RecordingBackend, Sizes, Statement, buffers, explain, load_dataset, recorded
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from idea_expansion import IdeaExpansion, Settings
+from idea_expansion.backends._base import Scope
 from idea_expansion.backends.postgres import set_request_context
+from idea_expansion.resources._pagination import SyncPage
 
 from .conftest import migrated_database
 
@@ -43,11 +54,9 @@ then a sort reads thousands."""
 
 @dataclass(frozen=True)
 class Known:
-    """Values some calls need: one of the heavy user's runs, and the cursors of second pages."""
+    """A value some calls need: one of the heavy user's runs."""
 
     execution_id: uuid.UUID
-    created_cursor: str
-    priority_cursor: str
 
 
 @dataclass(frozen=True)
@@ -55,9 +64,14 @@ class Case:
     call: Callable[[IdeaExpansion, Known], object]
     index: str
     """The index the list must be scanned through."""
-    rows: int = 50
+    sort: str = "created_at"
+    """The list's sort column: on a later page the cursor's keyset must bound the index scan by it."""
+    rows: int = 51
+    """Rows the statement returns: a page of 50 and one more, which tells that another page exists."""
     per_user: bool = True
     """The index condition must narrow the scan to the user's rows."""
+    paged: bool = True
+    """A later page exists (its statement, with the cursor's keyset, is checked too)."""
 
 
 def _me(client: IdeaExpansion) -> IdeaExpansion:
@@ -67,41 +81,43 @@ def _me(client: IdeaExpansion) -> IdeaExpansion:
 CASES = {
     # As the user: RLS narrows the rows ((select auth.uid()) = user_id), the SDK sends no user filter.
     "rls-ideas": Case(lambda c, k: _me(c).ideas.list(), "idx_ideas_user_created"),
-    "rls-ideas-page-2": Case(lambda c, k: _me(c).ideas.page(cursor=k.created_cursor), "idx_ideas_user_created"),
-    "rls-ideas-offset": Case(lambda c, k: _me(c).ideas.list(offset=200), "idx_ideas_user_created"),
-    "rls-ideas-priority": Case(lambda c, k: _me(c).ideas.list(order_by="priority_score"), "idx_ideas_user_priority"),
-    "rls-ideas-priority-page-2": Case(
-        lambda c, k: _me(c).ideas.page(cursor=k.priority_cursor, order_by="priority_score"), "idx_ideas_user_priority"
+    "rls-ideas-priority": Case(
+        lambda c, k: _me(c).ideas.list(order_by="priority_score"), "idx_ideas_user_priority", sort="priority_score"
     ),
     "rls-ideas-archived": Case(lambda c, k: _me(c).ideas.list(status="archived"), "idx_ideas_user_status"),
     "rls-ideas-pending-priority": Case(
-        lambda c, k: _me(c).ideas.list(status="pending", order_by="priority_score"), "idx_ideas_user_status_priority"
+        lambda c, k: _me(c).ideas.list(status="pending", order_by="priority_score"),
+        "idx_ideas_user_status_priority",
+        sort="priority_score",
     ),
-    "rls-executions": Case(lambda c, k: _me(c).executions.list(), "idx_executions_user_started"),
+    "rls-executions": Case(lambda c, k: _me(c).executions.list(), "idx_executions_user_started", sort="started_at"),
     "rls-executions-failed": Case(
-        lambda c, k: _me(c).executions.list(status="failed"), "idx_executions_user_status_started"
+        lambda c, k: _me(c).executions.list(status="failed"), "idx_executions_user_status_started", sort="started_at"
     ),
     "rls-outputs": Case(lambda c, k: _me(c).outputs.list(), "idx_outputs_user_created"),
     "rls-outputs-image": Case(lambda c, k: _me(c).outputs.list(format="image"), "idx_outputs_user_format_created"),
     "rls-outputs-of-a-run": Case(
-        lambda c, k: _me(c).outputs.list(execution_id=k.execution_id), "idx_outputs_execution", rows=1
+        lambda c, k: _me(c).outputs.list(execution_id=k.execution_id), "idx_outputs_execution", rows=1, paged=False
     ),
     "rls-blog-posts-own": Case(lambda c, k: _me(c).blog_posts.list(user_id=HEAVY), "idx_blog_posts_user_created"),
     # Own and public posts: no index can start with "mine or public", so the scan is in created_at order
-    # over every visible post and stops at the 50th.
+    # over every visible post and stops at the 51st.
     "rls-blog-posts-visible": Case(lambda c, k: _me(c).blog_posts.list(), "idx_blog_posts_created", per_user=False),
     "rls-blog-posts-public": Case(
-        lambda c, k: _me(c).blog_posts.list_public(), "idx_blog_posts_public", per_user=False
+        lambda c, k: _me(c).blog_posts.list_public(), "idx_blog_posts_public", sort="published_at", per_user=False
     ),
-    "rls-payment-receipts": Case(
-        lambda c, k: _me(c).credits.history(), "idx_payment_receipts_user_created", rows=SIZES.heavy_receipts
+    "rls-payment-receipts": Case(lambda c, k: _me(c).credits.history(), "idx_payment_receipts_user_created"),
+    "rls-credit-charges": Case(lambda c, k: _me(c).credits.charges(), "idx_credit_charges_user_created"),
+    # Not paged: at most one credential per provider (unique (user_id, provider), five providers).
+    "rls-credentials": Case(
+        lambda c, k: _me(c).credentials.list(), "credentials_user_id_provider_key", rows=5, paged=False
     ),
-    "rls-credit-charges": Case(lambda c, k: _me(c).credits.charges(), "idx_credit_charges_user_created", rows=100),
-    "rls-credentials": Case(lambda c, k: _me(c).credentials.list(), "credentials_user_id_provider_key", rows=5),
     # As the service role, for one user.
     "service-ideas": Case(lambda c, k: c.ideas.list(user_id=HEAVY), "idx_ideas_user_created"),
     "service-ideas-priority": Case(
-        lambda c, k: c.ideas.list(order_by="priority_score", user_id=HEAVY), "idx_ideas_user_priority"
+        lambda c, k: c.ideas.list(order_by="priority_score", user_id=HEAVY),
+        "idx_ideas_user_priority",
+        sort="priority_score",
     ),
     "service-ideas-expanded": Case(
         lambda c, k: c.ideas.list(status="expanded", user_id=HEAVY), "idx_ideas_user_status"
@@ -109,42 +125,62 @@ CASES = {
     "service-ideas-archived-priority": Case(
         lambda c, k: c.ideas.list(status="archived", order_by="priority_score", user_id=HEAVY),
         "idx_ideas_user_status_priority",
+        sort="priority_score",
     ),
-    "service-executions": Case(lambda c, k: c.executions.list(user_id=HEAVY), "idx_executions_user_started"),
+    "service-executions": Case(
+        lambda c, k: c.executions.list(user_id=HEAVY), "idx_executions_user_started", sort="started_at"
+    ),
     "service-executions-partial": Case(
-        lambda c, k: c.executions.list(status="partial", user_id=HEAVY), "idx_executions_user_status_started"
+        lambda c, k: c.executions.list(status="partial", user_id=HEAVY),
+        "idx_executions_user_status_started",
+        sort="started_at",
     ),
     "service-outputs": Case(lambda c, k: c.outputs.list(user_id=HEAVY), "idx_outputs_user_created"),
     "service-outputs-thread": Case(
         lambda c, k: c.outputs.list(format="twitter_thread", user_id=HEAVY), "idx_outputs_user_format_created"
     ),
     "service-outputs-of-a-run": Case(
-        lambda c, k: c.outputs.list(execution_id=k.execution_id, user_id=HEAVY), "idx_outputs_execution", rows=1
+        lambda c, k: c.outputs.list(execution_id=k.execution_id, user_id=HEAVY),
+        "idx_outputs_execution",
+        rows=1,
+        paged=False,
     ),
-    "service-blog-posts-public": Case(lambda c, k: c.blog_posts.list_public(), "idx_blog_posts_public", per_user=False),
+    "service-blog-posts-public": Case(
+        lambda c, k: c.blog_posts.list_public(), "idx_blog_posts_public", sort="published_at", per_user=False
+    ),
     "service-blog-posts": Case(lambda c, k: c.blog_posts.list(user_id=HEAVY), "idx_blog_posts_user_created"),
-    "service-payment-receipts": Case(
-        lambda c, k: c.credits.history(HEAVY), "idx_payment_receipts_user_created", rows=SIZES.heavy_receipts
-    ),
-    "service-credit-charges": Case(lambda c, k: c.credits.charges(HEAVY), "idx_credit_charges_user_created", rows=100),
+    "service-payment-receipts": Case(lambda c, k: c.credits.history(HEAVY), "idx_payment_receipts_user_created"),
+    "service-credit-charges": Case(lambda c, k: c.credits.charges(HEAVY), "idx_credit_charges_user_created"),
     "service-credentials": Case(
-        lambda c, k: c.credentials.list(user_id=HEAVY), "credentials_user_id_provider_key", rows=5
+        lambda c, k: c.credentials.list(user_id=HEAVY), "credentials_user_id_provider_key", rows=5, paged=False
     ),
     # As the service role, every user's ideas (its listing without user_id).
     "service-all-ideas": Case(lambda c, k: c.ideas.list(), "idx_ideas_created", per_user=False),
     "service-all-ideas-priority": Case(
-        lambda c, k: c.ideas.list(order_by="priority_score"), "idx_ideas_priority", per_user=False
+        lambda c, k: c.ideas.list(order_by="priority_score"),
+        "idx_ideas_priority",
+        sort="priority_score",
+        per_user=False,
     ),
     # As the service role, every user's runs, outputs and posts.
-    "service-all-executions": Case(lambda c, k: c.executions.list(), "idx_executions_started", per_user=False),
+    "service-all-executions": Case(
+        lambda c, k: c.executions.list(), "idx_executions_started", sort="started_at", per_user=False
+    ),
     "service-all-outputs": Case(lambda c, k: c.outputs.list(), "idx_outputs_created", per_user=False),
     "service-all-blog-posts": Case(lambda c, k: c.blog_posts.list(), "idx_blog_posts_created", per_user=False),
     # As anon: RLS lets through public posts only.
     "anon-blog-posts-public": Case(
-        lambda c, k: c.anonymous().blog_posts.list_public(), "idx_blog_posts_public", per_user=False
+        lambda c, k: c.anonymous().blog_posts.list_public(),
+        "idx_blog_posts_public",
+        sort="published_at",
+        per_user=False,
     ),
     "anon-blog-posts": Case(lambda c, k: c.anonymous().blog_posts.list(), "idx_blog_posts_created", per_user=False),
 }
+PLANS = [
+    (name, page) for name, case in sorted(CASES.items()) for page in (("first", "next") if case.paged else ("first",))
+]
+"""Every list's first page, and the page after it where there is one."""
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +203,7 @@ def sdk(listing_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
 @pytest.fixture(scope="module")
 def known(sdk: tuple[IdeaExpansion, RecordingBackend]) -> Known:
     client, _ = sdk
-    me = _me(client)
-    run = next(o.execution_id for o in me.outputs.list(limit=1))
-    created, priority = me.ideas.page(), me.ideas.page(order_by="priority_score")
-    assert created.next_cursor is not None
-    assert priority.next_cursor is not None
-    return Known(run, created.next_cursor, priority.next_cursor)
+    return Known(_me(client).outputs.list(limit=1).data[0].execution_id)
 
 
 @pytest.fixture(scope="module")
@@ -227,9 +258,10 @@ def test_the_heavy_user_is_heavy(conn: psycopg.Connection[Any]) -> None:
 
 
 @pytest.mark.parametrize("plan_kind", ["custom", "generic"])
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize(("name", "page"), PLANS)
 def test_list_is_an_index_scan_in_order(
     name: str,
+    page: str,
     plan_kind: str,
     sdk: tuple[IdeaExpansion, RecordingBackend],
     known: Known,
@@ -237,12 +269,18 @@ def test_list_is_an_index_scan_in_order(
 ) -> None:
     case = CASES[name]
     client, backend = sdk
-    statement: Statement = recorded(backend, lambda: case.call(client, known))
+    if page == "first":
+        statement: Statement = recorded(backend, lambda: case.call(client, known))
+    else:  # the page after the first, asked for with the cursor the first one handed out
+        first = case.call(client, known)
+        assert isinstance(first, SyncPage), first
+        assert first.has_next_page(), "the data set must give this list a second page"
+        statement = recorded(backend, first.get_next_page)
     plan = explain(conn, statement) if plan_kind == "custom" else _explain_generic(conn, statement)
     nodes = list(_nodes(plan["Plan"]))
     shape = [(n["Node Type"], n.get("Index Name"), n.get("Index Cond")) for n in nodes]
 
-    assert not [n for n in nodes if "Sort" in n["Node Type"]], f"a sort in {shape}"
+    assert not [n for n in nodes if "Sort" in n["Node Type"]], f"a sort in {shape}"  # Incremental Sort too
     scans = [n for n in nodes if "Relation Name" in n]
     assert len(scans) == 1, shape
     scan = scans[0]
@@ -250,5 +288,127 @@ def test_list_is_an_index_scan_in_order(
     assert scan["Index Name"] == case.index, shape
     if case.per_user:
         assert "user_id" in scan.get("Index Cond", ""), f"the scan is not narrowed to the user's rows: {shape}"
+    if page == "next":
+        # The scan starts at the cursor (the keyset is an index condition), not at the newest row with
+        # every row before the cursor read and filtered out.
+        assert f"ROW({case.sort}, id) <" in scan.get("Index Cond", ""), f"the keyset does not bound the scan: {shape}"
+    assert plan["Plan"]["Actual Rows"] == case.rows
+    assert buffers(plan) <= MAX_BUFFERS, f"{buffers(plan)} buffers for {shape}"
+
+
+# -- the same pages through the REST backend ----------------------------------------------------------------------
+# PostgREST has no row comparison: the REST backend asks for a later page with `sort=lte.v` (where the index
+# scan starts) and `or=(sort.lt."v",id.lt."i")` (the rows tied at v up to the cursor's id). Its request is
+# recorded with respx and turned into the statement PostgREST runs for it, which must be planned as the
+# Postgres backend's is: the list's index, in order, from the cursor on.
+REST_URL = "https://plans.supabase.co"
+_OPERATORS = {"eq": "=", "lt": "<", "lte": "<="}
+_VALUE: dict[str, Callable[[str], Any]] = {
+    "id": uuid.UUID,
+    "user_id": uuid.UUID,
+    "execution_id": uuid.UUID,
+    "created_at": datetime.fromisoformat,
+    "started_at": datetime.fromisoformat,
+    "published_at": datetime.fromisoformat,
+    "priority_score": int,
+    "is_public": lambda text: text == "true",
+    "status": str,
+    "format": str,
+}
+"""A query value as PostgREST hands it to Postgres: text the column's type reads (as a typed parameter here,
+so a generic plan can be made)."""
+_KEYSET_OR = re.compile(r'\((\w+)\.lt\."([^"\\]*)",id\.lt\."([0-9a-f-]{36})"\)')
+_KEYSET_OR_ALONE = re.compile(r'\((\w+)\.lt\."([^"\\]*)",and\(\w+\.eq\."[^"\\]*",id\.lt\."([0-9a-f-]{36})"\)\)')
+"""The keyset as one `or` (the REST backend's form before `lte` bounded it): kept to show what it cost."""
+
+
+def postgrest_statement(table: str, query: dict[str, list[str]], scope: Scope) -> Statement:
+    """The statement PostgREST runs for a GET of `table` with the query the SDK's listings send (eq and lte
+    filters, the keyset's `or`, order, limit)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, values in query.items():
+        if column in ("select", "order", "limit"):
+            continue
+        (value,) = values
+        if column == "or" and (match := _KEYSET_OR.fullmatch(value)):
+            sort, sort_value, row_id = match.groups()
+            where.append(f'("{sort}" < %s or "id" < %s)')
+            params += [_VALUE[sort](sort_value), uuid.UUID(row_id)]
+        elif column == "or" and (match := _KEYSET_OR_ALONE.fullmatch(value)):
+            sort, sort_value, row_id = match.groups()
+            where.append(f'("{sort}" < %s or ("{sort}" = %s and "id" < %s))')
+            params += [_VALUE[sort](sort_value), _VALUE[sort](sort_value), uuid.UUID(row_id)]
+        elif column == "or":
+            raise AssertionError(f"not a keyset the SDK sends: {value}")
+        else:
+            operator, _, text = value.partition(".")
+            where.append(f'"{column}" {_OPERATORS[operator]} %s')
+            params.append(_VALUE[column](text))
+    order = ", ".join(
+        f'"{column}" {direction}' for column, direction in (o.split(".") for o in query["order"][0].split(","))
+    )
+    text = (
+        f'select * from "public"."{table}" where {" and ".join(where)} order by {order} limit {int(query["limit"][0])}'
+    )
+    return Statement(sql.Composed([sql.SQL(text)]), tuple(params), scope)
+
+
+@pytest.fixture(scope="module")
+def rest_client() -> Iterator[IdeaExpansion]:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        SUPABASE_URL=REST_URL,
+        SUPABASE_SERVICE_ROLE_KEY="service-role-key",
+        SUPABASE_ANON_KEY="anon-key",
+        SUPABASE_JWT_SECRET="super-secret-jwt-token-with-at-least-32-characters-long",
+    )
+    with IdeaExpansion(settings=settings, httpx_client=httpx.Client(timeout=5)) as client:
+        yield client
+
+
+def _answer(conn: psycopg.Connection[Any], statement: Statement) -> list[dict[str, Any]]:
+    """The rows a statement returns to its scope, as PostgREST's JSON would carry them."""
+    with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cursor:
+        set_request_context(conn, statement.scope)
+        rows = cursor.execute(statement.query, statement.params).fetchall()
+    answer: list[dict[str, Any]] = json.loads(json.dumps(rows, default=str))
+    return answer
+
+
+@pytest.mark.parametrize("plan_kind", ["custom", "generic"])
+@pytest.mark.parametrize("name", [name for name, page in PLANS if page == "next"])
+def test_a_later_page_through_the_rest_backend_is_an_index_scan_in_order(
+    name: str,
+    plan_kind: str,
+    sdk: tuple[IdeaExpansion, RecordingBackend],
+    rest_client: IdeaExpansion,
+    known: Known,
+    conn: psycopg.Connection[Any],
+) -> None:
+    case = CASES[name]
+    client, backend = sdk
+    first_statement = recorded(backend, lambda: case.call(client, known))
+    table = re.search(r'from "public"\."(\w+)"', first_statement.query.as_string(conn))
+    assert table is not None
+    with respx.mock(base_url=REST_URL, assert_all_called=True) as api:
+        route = api.get(f"/rest/v1/{table[1]}").mock(
+            side_effect=[httpx.Response(200, json=_answer(conn, first_statement)), httpx.Response(200, json=[])]
+        )
+        first = case.call(rest_client, known)
+        assert isinstance(first, SyncPage)
+        first.get_next_page()
+    later = parse_qs(urlsplit(str(route.calls.last.request.url)).query)
+    statement = postgrest_statement(table[1], later, first_statement.scope)
+    plan = explain(conn, statement) if plan_kind == "custom" else _explain_generic(conn, statement)
+    nodes = list(_nodes(plan["Plan"]))
+    shape = [(n["Node Type"], n.get("Index Name"), n.get("Index Cond")) for n in nodes]
+
+    assert not [n for n in nodes if "Sort" in n["Node Type"]], f"a sort in {shape}"
+    scans = [n for n in nodes if "Relation Name" in n]
+    assert len(scans) == 1, shape
+    assert scans[0]["Node Type"] in ("Index Scan", "Index Only Scan"), shape
+    assert scans[0]["Index Name"] == case.index, shape
+    assert f"({case.sort} <=" in scans[0].get("Index Cond", ""), f"the cursor does not bound the scan: {shape}"
     assert plan["Plan"]["Actual Rows"] == case.rows
     assert buffers(plan) <= MAX_BUFFERS, f"{buffers(plan)} buffers for {shape}"

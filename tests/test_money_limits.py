@@ -40,8 +40,17 @@ from idea_expansion.types.params import (
     parse_params,
 )
 
+from ._clients import client_of_kind, over_both_clients
 from ._db import Db, apply_request_context
 from .conftest import migrated_database, project_before
+
+
+@pytest.fixture
+def client(request: pytest.FixtureRequest, client: IdeaExpansion) -> IdeaExpansion:
+    """The service client: the sync one, or both in turn for the tests marked `@over_both_clients`."""
+    chosen: IdeaExpansion = client_of_kind(request, client)
+    return chosen
+
 
 T = TypeVar("T", bound=BaseModel)
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -86,6 +95,7 @@ def test_a_reference_is_one_payment_trimmed_and_case_insensitive(db: Db) -> None
     )
 
 
+@over_both_clients
 def test_look_alike_references_are_refused_not_granted_again(db: Db, client: IdeaExpansion) -> None:
     """One payment, one reference: Unicode look-alikes of it are refused, never a second grant."""
     user = db.create_user()
@@ -111,6 +121,7 @@ def test_look_alike_references_are_refused_not_granted_again(db: Db, client: Ide
     assert grant(db, user, 5, "5.00", f" bmc-{tag.lower()}\t\n") == first  # ASCII blanks and case: the same one
 
 
+@over_both_clients
 def test_a_blank_or_missing_reference_is_refused(db: Db, client: IdeaExpansion) -> None:
     user = db.create_user()
     before = db.usage(user)
@@ -125,6 +136,7 @@ def test_a_blank_or_missing_reference_is_refused(db: Db, client: IdeaExpansion) 
 
 
 # -- bounded grants and reports -----------------------------------------------------------------------
+@over_both_clients
 def test_a_grant_is_capped_and_the_balance_stays_within_bounds(db: Db, client: IdeaExpansion) -> None:
     user = db.create_user()
     for credits in (2**31 - 1, MAX_GRANT + 1):
@@ -169,11 +181,11 @@ def test_every_report_works_for_everyone_after_a_grant_at_the_cap(own_database: 
         assert users[rich.email].total_remaining == 2 * MAX_BALANCE
         assert users[poor.email].total_remaining == 4
         assert client.reports.top_users() == []
-        assert client.reports.failed() == []
+        assert list(client.reports.failed()) == []
         assert [p.credits_purchased for p in client.reports.payments()] == [MAX_GRANT]
         assert [(s.email, s.total_credits) for s in client.reports.payment_summary()] == [(rich.email, MAX_GRANT)]
         assert client.reports.executions() == []
-        assert client.reports.execution_summary() == []
+        assert list(client.reports.execution_summary()) == []
         # Every count and sum a report returns is a bigint; integers are only a row's own columns.
         narrow = db.scalar(
             "select string_agg(p.proname || '.' || a.name, ' ' order by p.proname, a.name) "
@@ -193,6 +205,7 @@ def test_every_report_works_for_everyone_after_a_grant_at_the_cap(own_database: 
 
 
 # -- financial rows outlive their user ------------------------------------------------------------------
+@over_both_clients
 def test_deleting_a_user_keeps_their_payments_and_charges_anonymised(client: IdeaExpansion, db: Db) -> None:
     user = client.users.create(email=f"leaver-{uuid.uuid4().hex[:8]}@example.test")
     reference = f"LEAVER-{uuid.uuid4().hex[:8]}"
@@ -232,6 +245,7 @@ def test_deleting_a_user_keeps_their_payments_and_charges_anonymised(client: Ide
     assert (refund.user_id, refund.credits_removed) == (anonymous, 0)
 
 
+@over_both_clients
 def test_signing_up_again_gets_back_only_the_free_credits_left(client: IdeaExpansion, db: Db) -> None:
     email = f"again-{uuid.uuid4().hex[:8]}@example.test"
     user = client.users.create(email=email)
@@ -255,6 +269,7 @@ def test_signing_up_again_gets_back_only_the_free_credits_left(client: IdeaExpan
     assert client.credits.balance(client.users.create(email=unused).id).free_expansions_remaining == 5
 
 
+@over_both_clients
 def test_signing_up_again_through_supabase_auth_gets_no_new_free_credits(client: IdeaExpansion, db: Db) -> None:
     email = f"auth-{uuid.uuid4().hex[:8]}@example.test"
     first, second = uuid.uuid4(), uuid.uuid4()
@@ -303,6 +318,7 @@ def test_reset_data_forgets_deleted_accounts(own_database: str) -> None:
         assert conn.execute("select count(*) from private.deleted_accounts").fetchone() == (0,)
 
 
+@over_both_clients
 def test_a_charge_racing_the_deletion_is_not_given_back(client: IdeaExpansion, db: Db) -> None:
     email = f"racer-{uuid.uuid4().hex[:8]}@example.test"
     user = client.users.create(email=email)
@@ -449,6 +465,7 @@ def test_blog_tags_are_bounded_by_the_database(db: Db, writer: uuid.UUID, post: 
 
 
 # -- files ----------------------------------------------------------------------------------------------
+@over_both_clients
 def test_the_images_bucket_limits_file_size(client: IdeaExpansion, db: Db) -> None:
     assert db.scalar("select file_size_limit from storage.buckets where id = 'images'") == 5 * 1024 * 1024
     user = client.users.create(email=f"files-{uuid.uuid4().hex[:8]}@example.test")
@@ -573,6 +590,7 @@ def two_users(client: IdeaExpansion) -> tuple[uuid.UUID, uuid.UUID]:
     return first, second
 
 
+@over_both_clients
 def test_an_idempotency_key_is_scoped_to_its_user(
     client: IdeaExpansion, two_users: tuple[uuid.UUID, uuid.UUID]
 ) -> None:

@@ -151,7 +151,7 @@ def test_each_format_end_to_end(
     assert (output.format, output.execution_id, output.idea_id, output.user_id) == (fmt, e.id, idea, user)
     content = result.content()
     assert isinstance(content, CONTENT[fmt])
-    assert "data:" not in str(output.content)
+    assert "data:" not in output.content.model_dump_json()
     assert output.published is False
     assert output.publication_url is None
     assert client.ideas.get(idea).status == IdeaStatus.EXPANDED
@@ -232,8 +232,8 @@ def test_failure_at_each_stage_is_recorded_and_never_charged(
     assert snapshot(client, user) == before
     assert [c.status for c in client.credits.charges(user)] == ["released"]
     assert client.ideas.get(idea).status == IdeaStatus.PENDING
-    assert client.outputs.list(execution_id=execution.id) == []
-    assert client.blog_posts.list(user_id=user) == []
+    assert list(client.outputs.list(execution_id=execution.id)) == []
+    assert list(client.blog_posts.list(user_id=user)) == []
     with pytest.raises(NotFoundError):  # nothing the user could see was stored
         client.storage.download(f"{user}/{execution.id}/cover.png")
 
@@ -254,8 +254,8 @@ def test_no_pending_idea_is_refused_before_anything_is_held(client: IdeaExpansio
     with pytest.raises(NotFoundError, match="no pending idea"):
         pipeline.expand(user)
     assert snapshot(client, user) == (5, 0, 0)
-    assert client.executions.list(user_id=user) == []
-    assert client.credits.charges(user) == []
+    assert list(client.executions.list(user_id=user)) == []
+    assert list(client.credits.charges(user)) == []
 
 
 def test_eight_parallel_runs_with_three_credits(
@@ -286,7 +286,7 @@ def test_eight_parallel_runs_with_three_credits(
     assert all(r.status == ExecutionStatus.COMPLETED for r in delivered)
     # refused runs were refused before any generation: the provider only worked for the three
     assert Counter(task for task, _ in provider.calls) == {"judge": 3, "twitter_thread": 3}
-    assert len(client.outputs.list(user_id=user)) == 3
+    assert len(list(client.outputs.list(user_id=user))) == 3
     assert snapshot(client, user) == (0, 0, 3)
     assert Counter(c.status for c in client.credits.charges(user)) == {"captured": 3}
 
@@ -400,7 +400,7 @@ def test_blog_slugs_are_unique_per_user_and_html_is_escaped(client: IdeaExpansio
     for idea in (first, second):
         content = pipeline.expand(user, idea_id=idea.id, format="blog_post").content()
         assert isinstance(content, BlogPostContent)
-        posts.append(client.blog_posts.get(client.blog_posts.list(user_id=user, limit=1)[0].id))
+        posts.append(client.blog_posts.get(client.blog_posts.list(user_id=user, limit=1).data[0].id))
         assert "<script>" not in content.html
         assert "&lt;script&gt;" in content.html
         assert "<b>" not in content.html
@@ -444,7 +444,7 @@ def test_a_key_that_is_queued_or_running_elsewhere_is_reported_not_run_again(
         thread.join()
     assert len({r.execution.id for r in results}) == 1
     assert Counter(task for task, _ in provider.calls) == {"judge": 1, "twitter_thread": 1}
-    assert len(client.outputs.list(user_id=user)) == 1
+    assert len(list(client.outputs.list(user_id=user))) == 1
 
 
 def test_one_idea_is_never_in_two_runs(client: IdeaExpansion, pipeline: Pipeline) -> None:
@@ -477,7 +477,7 @@ def test_credits_held_by_runs_in_flight_are_neither_charged_nor_refundable(own_c
 
 
 def test_a_worker_survives_a_database_blip(own_client: IdeaExpansion, provider: CountingProvider) -> None:
-    from idea_expansion import ConnectionError as DatabaseUnreachable
+    from idea_expansion import APIConnectionError as DatabaseUnreachable
 
     class Flaky(Pipeline):
         blips = 2

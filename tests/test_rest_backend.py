@@ -16,10 +16,11 @@ import pytest
 import respx
 
 from idea_expansion import (
+    APIConnectionError,
+    APITimeoutError,
     AuthenticationError,
     ConfigurationError,
     ConflictError,
-    ConnectionError,
     CreditType,
     IdeaExpansion,
     IdeaStatus,
@@ -29,7 +30,6 @@ from idea_expansion import (
     PermissionDeniedError,
     Settings,
     StorageError,
-    TimeoutError,
     __version__,
     generate_key,
 )
@@ -89,16 +89,16 @@ def postgrest_error(status: int, code: str, message: str, details: str | None = 
 # -- requests out -----------------------------------------------------------------------------------
 def test_service_select_sends_service_key_filters_order_and_limit(api: respx.MockRouter, client: IdeaExpansion) -> None:
     route = api.get("/rest/v1/ideas").mock(return_value=httpx.Response(200, json=[IDEA_ROW]))
-    ideas = client.ideas.list(status="pending", order_by="priority_score", limit=5, offset=10, user_id=USER)
-    assert ideas[0].status == IdeaStatus.PENDING
+    ideas = client.ideas.list(status="pending", order_by="priority_score", limit=5, user_id=USER)
+    assert [i.status for i in ideas.data] == [IdeaStatus.PENDING]
+    assert ideas.next_cursor is None  # one row came back where six were asked: the last page
     request = route.calls.last.request
     assert query(request) == {
         "select": ["*"],
         "user_id": [f"eq.{USER}"],
         "status": ["eq.pending"],
-        "order": ["priority_score.desc,id.desc"],
-        "limit": ["5"],
-        "offset": ["10"],
+        "order": ["priority_score.desc,id.desc"],  # the id breaks ties, so the keyset order is total
+        "limit": ["6"],  # one row more than the page tells whether another page exists
     }
     assert request.headers["apikey"] == "service-role-key"
     assert request.headers["authorization"] == "Bearer service-role-key"
@@ -107,7 +107,7 @@ def test_service_select_sends_service_key_filters_order_and_limit(api: respx.Moc
 
 def test_user_client_sends_anon_key_and_a_short_lived_user_jwt(api: respx.MockRouter, client: IdeaExpansion) -> None:
     route = api.get("/rest/v1/ideas").mock(return_value=httpx.Response(200, json=[]))
-    assert client.for_user(USER).ideas.list() == []
+    assert client.for_user(USER).ideas.list().data == []
     request = route.calls.last.request
     assert request.headers["apikey"] == "anon-key"
     token = request.headers["authorization"].removeprefix("Bearer ")
@@ -173,13 +173,27 @@ def test_update_and_delete_filter_by_id(api: respx.MockRouter, client: IdeaExpan
     assert query(delete.calls.last.request)["id"] == [f"eq.{IDEA_ROW['id']}"]
 
 
-def test_cursor_paging_uses_a_quoted_or_filter(api: respx.MockRouter, client: IdeaExpansion) -> None:
-    route = api.get("/rest/v1/ideas").mock(return_value=httpx.Response(200, json=[IDEA_ROW]))
-    first = client.for_user(USER).ideas.page(limit=1)
-    client.for_user(USER).ideas.page(limit=1, cursor=first.next_cursor)
-    assert query(route.calls.last.request)["or"] == [
-        f'(created_at.lt."{NOW}",and(created_at.eq."{NOW}",id.lt."{IDEA_ROW["id"]}"))'
-    ]
+def test_cursor_paging_bounds_by_the_sort_column_and_breaks_ties_with_a_quoted_or(
+    api: respx.MockRouter, client: IdeaExpansion
+) -> None:
+    older = IDEA_ROW | {"id": "10324ede-a175-4795-9814-4ab8c2cdeb22"}  # same created_at: a tie, broken by id
+    route = api.get("/rest/v1/ideas").mock(
+        side_effect=[httpx.Response(200, json=[IDEA_ROW, older]), httpx.Response(200, json=[])]
+    )
+    first = client.for_user(USER).ideas.list(limit=1)
+    assert ([str(i.id) for i in first.data], first.has_next_page()) == ([IDEA_ROW["id"]], True)
+    assert "or" not in query(route.calls[0].request)
+    second = client.for_user(USER).ideas.list(limit=1, cursor=first.next_cursor)
+    assert (second.data, second.next_cursor) == ([], None)
+    assert query(route.calls.last.request) == {
+        "select": ["*"],
+        # `created_at <= v` is the index scan's start; the `or` keeps, of the rows tied at v, those after
+        # the cursor's id (values quoted: a timestamp's `:` and `+` stay literal in a logic tree)
+        "created_at": [f"lte.{NOW}"],
+        "or": [f'(created_at.lt."{NOW}",id.lt."{IDEA_ROW["id"]}")'],
+        "order": ["created_at.desc,id.desc"],
+        "limit": ["2"],
+    }
 
 
 def test_rpc_consume_posts_named_arguments(api: respx.MockRouter, client: IdeaExpansion) -> None:
@@ -284,20 +298,21 @@ def test_writes_are_never_retried_but_reads_are(
         client.credits.consume(USER)
     assert rpc.call_count == 1
     read = api.get("/rest/v1/ideas").mock(side_effect=[unavailable, httpx.Response(200, json=[])])
-    assert client.ideas.list() == []
+    assert client.ideas.list().data == []
     assert read.call_count == 2
 
 
 @pytest.mark.parametrize(
     ("failure", "error"),
-    [(httpx.ConnectTimeout("timed out"), TimeoutError), (httpx.ConnectError("refused"), ConnectionError)],
+    [(httpx.ConnectTimeout("timed out"), APITimeoutError), (httpx.ConnectError("refused"), APIConnectionError)],
 )
 def test_transport_failures(
     api: respx.MockRouter, client: IdeaExpansion, failure: Exception, error: type[Exception]
 ) -> None:
     api.post("/rest/v1/rpc/check_user_has_credits").mock(side_effect=failure)
-    with pytest.raises(error):
+    with pytest.raises(error) as raised:
         client.credits.check(USER)
+    assert type(raised.value) is error  # a refused connection is not reported as a timeout
 
 
 def test_user_clients_need_the_anon_key_and_jwt_secret(api: respx.MockRouter) -> None:

@@ -24,9 +24,10 @@ from psycopg import pq
 from psycopg.types.json import Jsonb
 
 from idea_expansion import (
+    APIConnectionError,
     APIError,
+    APITimeoutError,
     ConflictError,
-    ConnectionError,
     IdeaExpansion,
     IdeaExpansionError,
     InsufficientCreditsError,
@@ -34,7 +35,6 @@ from idea_expansion import (
     NotFoundError,
     PermissionDeniedError,
     Settings,
-    TimeoutError,
 )
 from idea_expansion.backends._base import Insert, Rpc, Scope, Select
 from idea_expansion.backends.postgres import PostgresBackend
@@ -264,7 +264,7 @@ def test_every_rpc_kind_is_one_round_trip(sdk: IdeaExpansion, wire: WireTrace) -
     assert one_round_trip(wire, lambda: sdk.credits.check(user)) is True  # scalar
     assert isinstance(one_round_trip(wire, lambda: sdk.expansions.reap()), list)  # values
     summary = one_round_trip(wire, lambda: sdk.reports.users())  # rows
-    assert any(row.email.startswith("rt-") for row in summary)
+    assert any(row.email.startswith("rt-") for row in summary.data)
     row = one_round_trip(  # row
         wire, lambda: sdk.backend.rpc(Rpc("rt_context", {}, returns="row"), Scope("authenticated", user))
     )
@@ -399,7 +399,7 @@ def test_a_statement_timeout_is_a_timeout_error(
     rt_database: str, wire: WireTrace, encryption_key: str, tmp_path: Path, pool_warnings: Warnings
 ) -> None:
     with make_client(rt_database, encryption_key, tmp_path, statement_timeout_ms=200) as client:
-        with pytest.raises(TimeoutError):
+        with pytest.raises(APITimeoutError):
             client.backend.rpc(Rpc("rt_sleep", {"p_seconds": 5}), Scope("service_role"))
         one_round_trip(wire, lambda: client.backend.rpc(Rpc("rt_sleep", {"p_seconds": 0}), client.scope))
     assert [r.getMessage() for r in pool_warnings] == []
@@ -414,9 +414,9 @@ def test_a_lost_connection_is_reported_and_replaced(
         admin.execute("select pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
     with pytest.raises(IdeaExpansionError) as raised:
         sdk.credits.check(user)
-    # Mapped as before: a closed socket is a ConnectionError; had libpq read the server's farewell
+    # Mapped as before: a closed socket is an APIConnectionError; had libpq read the server's farewell
     # first, its SQLSTATE (57P01, admin shutdown) would be the error's code.
-    assert isinstance(raised.value, ConnectionError) or getattr(raised.value, "code", None) == "57P01"
+    assert isinstance(raised.value, APIConnectionError) or getattr(raised.value, "code", None) == "57P01"
     # The pool drops the broken connection and opens a new one (traced too): one round trip again.
     assert one_round_trip(wire, lambda: sdk.credits.check(user)) is True
     assert all("rolling back" not in r.getMessage() for r in pool_warnings)

@@ -82,7 +82,7 @@ def attacked_run(
     try:
         return pipeline.expand(user, idea_id=idea, format=fmt, on_progress=attack).execution, got[0] if got else None
     except PipelineError:  # the run may fail; what matters is what it left behind
-        return client.executions.list(user_id=user)[0], got[0] if got else None
+        return client.executions.list(user_id=user).data[0], got[0] if got else None
 
 
 def test_nothing_a_user_does_mid_run_makes_an_expansion_free(client: IdeaExpansion, db: Db) -> None:
@@ -106,9 +106,9 @@ def test_nothing_a_user_does_mid_run_makes_an_expansion_free(client: IdeaExpansi
                 else:
                     assert execution.status == ExecutionStatus.FAILED, where
                     assert charges == ["released"], where
-                    assert client.outputs.list(user_id=user) == [], where
+                    assert list(client.outputs.list(user_id=user)) == [], where
                     assert files == 0, where
-                    assert client.blog_posts.list(user_id=user) == [], where
+                    assert list(client.blog_posts.list(user_id=user)) == [], where
                     assert client.credits.balance(user).free_expansions_remaining == 5, where
 
     # Before the capture the run holds its idea: deleting or archiving it is refused (PT409), and
@@ -224,7 +224,7 @@ def test_finish_and_claim_refuse_a_run_that_holds_no_credit(own_client: IdeaExpa
         assert refused.value.code == "PT409"
         assert client.expansions.claim("worker-1") is None  # the unheld queued run is never claimed
         assert client.executions.get(queued).status == ExecutionStatus.QUEUED
-        assert client.outputs.list(user_id=user) == []
+        assert list(client.outputs.list(user_id=user)) == []
 
         # A run whose hold was released behind its back cannot deliver either.
         other = client.ideas.create(user_id=user, title="Free dinner").id
@@ -233,7 +233,7 @@ def test_finish_and_claim_refuse_a_run_that_holds_no_credit(own_client: IdeaExpa
             conn.execute("select private.settle_credit(%s, %s, false)", (user, started.execution.id))
         with pytest.raises(ConflictError, match="holds no credit"):
             client.expansions.finish(started.execution.id, outcome)
-        assert client.outputs.list(user_id=user) == []
+        assert list(client.outputs.list(user_id=user)) == []
         assert client.credits.balance(user).total_expansions_used == 0
         # it can still be recorded as failed
         failed = client.expansions.finish(
@@ -267,8 +267,8 @@ def test_a_queued_run_whose_idea_is_deleted_is_cancelled_never_switched(
             assert Pipeline(client).run_worker(exit_when_idle=True) == 0
         # the other pending idea was never picked up, charged or published
         assert client.ideas.get(draft).status == IdeaStatus.PENDING
-        assert client.outputs.list(user_id=user) == []
-        assert client.anonymous().blog_posts.list_public() == []
+        assert list(client.outputs.list(user_id=user)) == []
+        assert list(client.anonymous().blog_posts.list_public()) == []
         assert [c.status.value for c in client.credits.charges(user)] == ["released", "released"]
     finally:
         db.close()
@@ -320,7 +320,7 @@ def test_finish_and_reap_of_one_run_never_both_settle(own_client: IdeaExpansion,
             if isinstance(results["finish"], ConflictError):
                 assert results["reap"] == [run.id]
                 assert (final.status, final.error_step, charge) == (ExecutionStatus.FAILED, "timeout", ["released"])
-                assert client.outputs.list(execution_id=run.id) == []
+                assert list(client.outputs.list(execution_id=run.id)) == []
                 outcomes["reaped"] += 1
             else:
                 assert results["reap"] == []
@@ -417,7 +417,7 @@ def test_the_offline_pipeline_makes_two_lifecycle_calls(client: IdeaExpansion) -
 
 def test_a_lost_finish_answer_still_delivers_the_charged_run(client: IdeaExpansion) -> None:
     """The capture commits, the answer is lost: the run is not reported failed, its image is stored."""
-    from idea_expansion import ConnectionError as DatabaseUnreachable
+    from idea_expansion import APIConnectionError as DatabaseUnreachable
 
     user = client.users.create(email=f"lost-{uuid.uuid4().hex[:8]}@example.test").id
     idea = client.ideas.create(user_id=user, title="A poster that arrives").id

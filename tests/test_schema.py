@@ -283,14 +283,15 @@ EXPECTED_EXECUTE = {
     "private.texts_within(text[],integer)": {"authenticated", "service_role"},
     "private.image_slot_free(text)": {"authenticated"},
     "private.uuidv7()": {"service_role"},  # the ledger id default, evaluated by whoever inserts a charge
+    "private.stamp_published_at()": set(),  # a trigger: a post made public gets its publication time
     "refund_payment(uuid,text)": {"service_role"},
-    "report_user_summary()": {"service_role"},
+    "report_user_summary(integer,timestamp with time zone,text)": {"service_role"},
     "report_top_users(integer)": {"service_role"},
-    "report_failed_expansions()": {"service_role"},
-    "report_payments()": {"service_role"},
-    "report_payment_summary()": {"service_role"},
+    "report_failed_expansions(integer,bigint,text,text)": {"service_role"},
+    "report_payments(integer,timestamp with time zone,uuid)": {"service_role"},
+    "report_payment_summary(integer,numeric,text)": {"service_role"},
     "report_recent_executions(integer)": {"service_role"},
-    "report_execution_summary()": {"service_role"},
+    "report_execution_summary(integer,bigint,text)": {"service_role"},
 }
 
 

@@ -33,11 +33,19 @@ from idea_expansion import (
 from idea_expansion.local import maintenance
 from idea_expansion.local.maintenance import _read_archive, _tool, backup, table_fingerprints
 
+from ._clients import CLIENT_KINDS, client_of_kind
 from ._db import Db
 from .conftest import use_cli_environment
 from .test_cli import run
 
 USER = uuid.uuid4()
+
+
+@pytest.fixture(params=CLIENT_KINDS)
+def client(request: pytest.FixtureRequest, client: IdeaExpansion) -> IdeaExpansion:
+    """The service client, sync or async: the tests here that use it run on both (tests/_clients.py)."""
+    chosen: IdeaExpansion = client_of_kind(request, client)
+    return chosen
 
 
 def legacy_encrypt(key: bytes, plaintext: str) -> str:

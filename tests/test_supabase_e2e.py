@@ -47,7 +47,7 @@ def test_the_same_scenarios_through_the_supabase_api(client: IdeaExpansion) -> N
 
     idea = as_alice.ideas.create(title="through PostgREST")
     assert [i.id for i in as_alice.ideas.list()] == [idea.id]
-    assert as_bob.ideas.list() == []
+    assert list(as_bob.ideas.list()) == []
     with pytest.raises(NotFoundError):
         as_bob.ideas.get(idea.id)
     with pytest.raises(PermissionDeniedError):
@@ -63,7 +63,7 @@ def test_the_same_scenarios_through_the_supabase_api(client: IdeaExpansion) -> N
     with pytest.raises(InsufficientCreditsError):
         client.credits.consume(alice.id)
     receipt = client.credits.grant(alice.email, 1, "1.00", f"E2E-{uuid.uuid4().hex[:8]}")
-    assert as_alice.credits.history()[0].id == receipt.id
+    assert as_alice.credits.history().data[0].id == receipt.id
 
     path = f"{alice.id}/e2e/card.png"
     as_alice.storage.upload(path, b"\x89PNG\r\n\x1a\n", upsert=True)

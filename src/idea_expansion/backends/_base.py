@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 from uuid import UUID
 
 __all__ = [
+    "AsyncBackend",
     "Backend",
     "Delete",
     "Eq",
@@ -150,5 +151,21 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class AsyncBackend(Protocol):
+    """The async twin of `Backend`: the same requests, the same semantics and errors, awaited."""
+
+    async def execute(self, request: Request, scope: Scope) -> list[dict[str, Any]]:
+        """Run a table request; returns the selected or affected rows (as PostgREST's representation)."""
+        ...
+
+    async def rpc(self, request: Rpc, scope: Scope) -> Any:
+        """Call a function in `public`; returns its (scalar) result."""
+        ...
+
+    async def close(self) -> None:
         """Release connections."""
         ...

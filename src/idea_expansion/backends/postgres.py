@@ -29,18 +29,20 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .._exceptions import APIError, ConnectionError, InvalidRequestError, TimeoutError, error_from_code
+from .._exceptions import APIConnectionError, APIError, APITimeoutError, InvalidRequestError, error_from_code
 from ..local.compat import database_kind
 from ._base import Delete, Eq, Filter, In, Insert, Is, Json, Keyset, Request, Rpc, Scope, Select, Update
+from ._connect import check_database_url, connect_once, with_connect_timeout
 
 __all__ = ["PostgresBackend", "set_request_context"]
 
+BEGIN = b"begin"
+COMMIT = b"commit"
+REQUEST_CONTEXT = b"select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
+OPEN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+ROWS = ExecStatus.TUPLES_OK
+
 _SCHEMA = "public"
-_BEGIN = b"begin"
-_COMMIT = b"commit"
-_REQUEST_CONTEXT = b"select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
-_OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
-_ROWS = ExecStatus.TUPLES_OK
 
 
 class PostgresBackend:
@@ -63,15 +65,11 @@ class PostgresBackend:
             "timeout": timeout,
             "statement_timeout_ms": statement_timeout_ms,
         }
-        connect_kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "row_factory": dict_row,
-            "options": f"-c statement_timeout={statement_timeout_ms}",
-            "application_name": "idea-expansion",
-        }
-        if _behind_transaction_pooler(database_url):
-            # Supavisor / PgBouncer in transaction mode cannot keep server-side prepared statements.
-            connect_kwargs["prepare_threshold"] = None
+        check_database_url(database_url)  # a malformed URL is a ConfigurationError, at once
+        connect_kwargs = with_connect_timeout(database_url, connection_arguments(database_url, statement_timeout_ms))
+        # One plain connection first: an unreachable database fails here in seconds with libpq's reason,
+        # where the pool would retry, log a warning per attempt and time out without saying why.
+        connect_once(database_url, connect_kwargs)
         self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
             database_url,
             connection_class=cast("type[psycopg.Connection[dict[str, Any]]]", psycopg.Connection),
@@ -79,14 +77,14 @@ class PostgresBackend:
             max_size=max_size,
             timeout=timeout,
             kwargs=connect_kwargs,
-            configure=_configure,
+            configure=configure_connection,
             open=False,
         )
         try:
             self._pool.open(wait=True, timeout=timeout)
         except PoolTimeout as exc:
             self._pool.close()
-            raise ConnectionError(f"cannot connect to the database within {timeout:.0f}s") from exc
+            raise APIConnectionError(f"cannot connect to the database within {timeout:.0f}s") from exc
         self._kind: str | None = None
 
     def rebuild_arguments(self) -> dict[str, Any]:
@@ -116,10 +114,10 @@ class PostgresBackend:
                     # pipeline's Sync. It is kept and raised after the block: raised through the block,
                     # psycopg would log a warning naming the connection for every failed request.
                     try:
-                        conn.execute(_BEGIN)
-                        conn.execute(_REQUEST_CONTEXT, context)
+                        conn.execute(BEGIN)
+                        conn.execute(REQUEST_CONTEXT, context)
                         cursor = conn.execute(statement, params)
-                        conn.execute(_COMMIT)
+                        conn.execute(COMMIT)
                     except psycopg.Error as exc:
                         failure = exc
             except psycopg.Error as exc:
@@ -131,20 +129,12 @@ class PostgresBackend:
                 _end_transaction(conn)
                 raise failure
             result = cursor.pgresult
-            if result is None or result.status != _ROWS:
+            if result is None or result.status != ROWS:
                 return []
             try:
                 return cursor.fetchall()
             except psycopg.DataError as exc:
-                # The server answered and the transaction committed (the rows arrive with the COMMIT's
-                # answer); only turning a value into Python failed, as an SDK model's check can fail
-                # after PostgREST commits. Say so, so that nobody retries a write that happened.
-                raise APIError(
-                    "the request committed, but a value it returned cannot be read in Python",
-                    code=exc.sqlstate,
-                    details=str(exc),
-                    hint="the change was made: do not retry it",
-                ) from exc
+                raise unreadable_result(exc) from exc
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
@@ -152,38 +142,75 @@ class PostgresBackend:
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except psycopg.errors.QueryCanceled as exc:
-            raise TimeoutError(f"the database did not answer in time: {exc.diag.message_primary}") from exc
-        except psycopg.OperationalError as exc:
-            if exc.sqlstate is None:
-                raise ConnectionError(f"database connection failed: {exc}") from exc
-            raise _mapped(exc) from exc
-        except psycopg.Error as exc:
-            raise _mapped(exc) from exc
-        except PoolTimeout as exc:
-            raise TimeoutError("no database connection became free in time") from exc
+        except (psycopg.Error, PoolTimeout, UnicodeEncodeError) as exc:
+            raise translated_error(exc) from exc
 
     def execute(self, request: Request, scope: Scope) -> list[dict[str, Any]]:
-        query, params = _compile(request)
+        query, params = compile_statement(request)
         return self.query(query, params, scope)
 
     def rpc(self, request: Rpc, scope: Scope) -> Any:
-        query, params = _compile_rpc(request)
-        rows = self.query(query, params, scope)
-        if request.returns == "rows":
-            return rows
-        if request.returns == "values":
-            return [next(iter(row.values())) for row in rows]
-        if request.returns == "row":
-            # A function returning a null composite yields one row of nulls, as PostgREST would say null.
-            return rows[0] if rows and any(v is not None for v in rows[0].values()) else None
-        return rows[0]["result"] if rows else None
+        query, params = compile_rpc(request)
+        return rpc_result(request, self.query(query, params, scope))
+
+
+def connection_arguments(database_url: str, statement_timeout_ms: int) -> dict[str, Any]:
+    """How every pooled connection is opened (the sync and the async backend alike)."""
+    arguments: dict[str, Any] = {
+        "autocommit": True,
+        "row_factory": dict_row,
+        "options": f"-c statement_timeout={statement_timeout_ms}",
+        "application_name": "idea-expansion",
+    }
+    if _behind_transaction_pooler(database_url):
+        # Supavisor / PgBouncer in transaction mode cannot keep server-side prepared statements.
+        arguments["prepare_threshold"] = None
+    return arguments
+
+
+def rpc_result(request: Rpc, rows: list[dict[str, Any]]) -> Any:
+    """A function call's answer, shaped as PostgREST shapes it, from the rows of its statement."""
+    if request.returns == "rows":
+        return rows
+    if request.returns == "values":
+        return [next(iter(row.values())) for row in rows]
+    if request.returns == "row":
+        # A function returning a null composite yields one row of nulls, as PostgREST would say null.
+        return rows[0] if rows and any(v is not None for v in rows[0].values()) else None
+    return rows[0]["result"] if rows else None
+
+
+def translated_error(exc: psycopg.Error | PoolTimeout | UnicodeEncodeError) -> Exception:
+    """The idea-expansion error for anything a pooled connection raised (the sync and async backends)."""
+    if isinstance(exc, UnicodeEncodeError) or (isinstance(exc, psycopg.DataError) and exc.sqlstate is None):
+        # A value psycopg cannot send (text with a lone surrogate or a NUL): refused before it reaches the
+        # server, which would refuse it as a data exception (class 22) too, so it is the same error here.
+        return InvalidRequestError(f"a value the database cannot store: {exc}", code="22000")
+    if isinstance(exc, PoolTimeout):
+        return APITimeoutError("no database connection became free in time")
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return APITimeoutError(f"the database did not answer in time: {exc.diag.message_primary}")
+    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+        return APIConnectionError(f"database connection failed: {exc}")
+    return mapped_error(exc)
+
+
+def unreadable_result(exc: psycopg.DataError) -> APIError:
+    """The server answered and the transaction committed (the rows arrive with the COMMIT's answer); only
+    turning a value into Python failed, as an SDK model's check can fail after PostgREST commits. Say
+    so, so that nobody retries a write that happened."""
+    return APIError(
+        "the request committed, but a value it returned cannot be read in Python",
+        code=exc.sqlstate,
+        details=str(exc),
+        hint="the change was made: do not retry it",
+    )
 
 
 def set_request_context(conn: psycopg.Connection[Any], scope: Scope) -> None:
     """What PostgREST does at the start of every request transaction, in one statement:
     `set_config('role', ..., true)` is SET LOCAL ROLE, then the JWT claims for this transaction."""
-    conn.execute(_REQUEST_CONTEXT, (scope.role, json.dumps(scope.claims())))
+    conn.execute(REQUEST_CONTEXT, (scope.role, json.dumps(scope.claims())))
 
 
 _json_decode = json.JSONDecoder().decode
@@ -203,7 +230,7 @@ def _json_loads(encoding: str) -> Callable[[str | bytes], Any]:
     return functools.partial(_decode_json, encoding)
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
+def configure_connection(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     """Set up each new pooled connection (no round trip)."""
     # Not for SQL_ASCII ("ascii" here): such a database hands over bytes in no declared encoding, which
     # json.loads' own detection reads as UTF-8, as before.
@@ -214,7 +241,7 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 def _end_transaction(conn: psycopg.Connection[Any]) -> None:
     """Roll back what a failed request left open, so the pool gets the connection back idle (it would
     otherwise roll back itself, with a warning). A broken connection is left to the pool to discard."""
-    if conn.broken or conn.pgconn.transaction_status not in _OPEN:
+    if conn.broken or conn.pgconn.transaction_status not in OPEN_TRANSACTION:
         return
     with suppress(psycopg.Error):
         conn.rollback()
@@ -225,7 +252,8 @@ def _behind_transaction_pooler(url: str) -> bool:
     return ":6543" in url or "pooler.supabase.com" in url or "port=6543" in url
 
 
-def _mapped(exc: psycopg.Error) -> Exception:
+def mapped_error(exc: psycopg.Error) -> Exception:
+    """The idea-expansion error for a database error (by SQLSTATE)."""
     diag = exc.diag
     return error_from_code(
         exc.sqlstate,
@@ -292,11 +320,12 @@ _RETURNING = " returning *"  # PostgREST's return=representation
 
 def compile_request(request: Request) -> tuple[sql.Composed, list[Any]]:
     """The SQL statement (and parameters) PostgREST would run for a request."""
-    text, params = _compile(request)
+    text, params = compile_statement(request)
     return sql.Composed([sql.SQL(text)]), params
 
 
-def _compile(request: Request) -> tuple[str, list[Any]]:
+def compile_statement(request: Request) -> tuple[str, list[Any]]:
+    """The statement (a plain string) and parameters PostgREST would run for a request."""
     params: list[Any] = []
     if isinstance(request, Select):
         columns = ", ".join(_quoted(c) for c in request.columns) if request.columns else "*"
@@ -353,7 +382,8 @@ def _compile_insert(request: Insert) -> tuple[str, list[Any]]:
 _ARGUMENT_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
-def _compile_rpc(request: Rpc) -> tuple[str, dict[str, Any]]:
+def compile_rpc(request: Rpc) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters that call a function as PostgREST's /rpc does."""
     # A name also becomes a %(name)s placeholder, which it could end early: only plain SQL names pass
     # (the SDK's own, p_user_id and the like), as psycopg.sql.Placeholder checked before.
     for name in request.args:

@@ -9,9 +9,9 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from psycopg.types.json import Jsonb
@@ -22,17 +22,22 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from .._exceptions import ConfigurationError, InvalidRequestError, NotFoundError, StorageError
+from ..types.params import is_utf8
 from ._base import Scope
 from .postgres import PostgresBackend
-from .rest import RestBackend
+
+if TYPE_CHECKING:  # the REST stack loads only when a REST client is built
+    from .rest import RestBackend
 
 __all__ = ["LocalStorage", "RestStorage", "StorageBackend", "check_object_path"]
 
 
 def check_object_path(path: str) -> str:
     """Reject paths that could escape a folder or that Storage would refuse."""
-    if not path or path.startswith("/") or "\\" in path or "\x00" in path:
+    if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path or "\x00" in path:
         raise InvalidRequestError(f"invalid storage path {path!r}: use a relative path such as '<user_id>/image.png'")
+    if not is_utf8(path):  # a lone surrogate: no file name, URL or database row can hold it
+        raise InvalidRequestError(f"invalid storage path {path!r}: not valid Unicode")
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise InvalidRequestError(f"invalid storage path {path!r}: empty, '.' or '..' segments are not allowed")
@@ -83,7 +88,13 @@ class LocalStorage:
     folder first, then the row; only after the row is committed does the file take the object's
     name, under a per-object file lock that a remove takes too, so the file always matches the row.
     A row the caller's policies refuse, or any other failure, leaves no file and never touches the
-    object's existing file. Signed URLs are plain file URLs: there is no server.
+    object's existing file; should the file fail to take its name after the row was committed, the
+    row is put back as it was. Signed URLs are plain file URLs: there is no server.
+
+    What the file system refuses (permissions, a full disk, a root that is not a folder) is a
+    `StorageError` naming the object and the folder, never a bare `OSError`. Objects are files here,
+    so one object cannot be a folder of others (`a.png` and `a.png/b.png`), which Supabase Storage
+    allows: such an upload is refused with `StorageError` before anything is written.
     """
 
     def __init__(self, backend: PostgresBackend, root: Path) -> None:
@@ -113,25 +124,84 @@ class LocalStorage:
         )
         self._check_bucket_limits(bucket, len(data), content_type)
         target = self._file(bucket, path)
-        staged = self._stage(data)
+        with self._file_errors("store", path):
+            self._check_room(bucket, path)
+            staged = self._stage(data)
         try:
             # The object's lock is held from the row to the rename: concurrent uploads (and a remove) of
             # one object are applied in the order their rows were, so the file is always the row's.
-            with self._locked([(bucket, path)]):
-                self._backend.query(
+            with self._file_errors("store", path), self._locked([(bucket, path)]):
+                (written,) = self._backend.query(
+                    # `previous` reads the row as it was before this statement, to put it back if the
+                    # file cannot follow (one statement: still one round trip).
+                    "with previous as (select metadata from storage.objects where bucket_id = %s and name = %s) "
                     "insert into storage.objects (bucket_id, name, owner, metadata) "
-                    f"values (%s, %s, auth.uid(), %s) {conflict}",
-                    (bucket, path, metadata),
+                    f"values (%s, %s, auth.uid(), %s) {conflict} "
+                    "returning not exists (select from previous) as created, "
+                    "(select metadata from previous) as previous_metadata",
+                    (bucket, path, bucket, path, metadata),
                     scope,
                 )
-                # An atomic rename (the staging folder is on the same file system): readers see the old
-                # file or the new one, never a part. The folder is made only now, for a stored row.
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staged, target)
+                try:
+                    # An atomic rename (the staging folder is on the same file system): readers see the old
+                    # file or the new one, never a part. The folder is made only now, for a stored row.
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staged, target)
+                except OSError:
+                    self._restore_row(bucket, path, written)
+                    raise
         except BaseException:
-            staged.unlink(missing_ok=True)
+            with suppress(OSError):  # the error on its way out says what failed; this is only tidying
+                staged.unlink(missing_ok=True)
             raise
         return path
+
+    def _check_room(self, bucket: str, path: str) -> None:
+        """Refuse, before anything is written, an object whose file cannot exist beside the others: one
+        whose name is a folder of objects, or that lies inside another object's name."""
+        folder = self.root / bucket
+        for parent in list(reversed(Path(path).parents))[1:]:
+            if (folder / parent).exists() and not (folder / parent).is_dir():
+                raise StorageError(
+                    f"cannot store {path!r}: {parent.as_posix()!r} is an object, and the local store keeps "
+                    "objects as files, so it cannot also be a folder (Supabase Storage can)",
+                    code="500",
+                )
+        if (folder / path).is_dir():
+            raise StorageError(
+                f"cannot store {path!r}: it is a folder of other objects in the local store, which keeps "
+                "objects as files (Supabase Storage can hold both)",
+                code="500",
+            )
+
+    def _restore_row(self, bucket: str, path: str, written: dict[str, Any]) -> None:
+        """The file could not take the object's name after its row was committed: put the row back as it
+        was (none, or its old metadata), so that the row still describes the file. With the store's own
+        rights, as the caller's may not include deleting what they may insert."""
+        service = Scope("service_role")
+        if written["created"]:
+            self._backend.query(
+                "delete from storage.objects where bucket_id = %s and name = %s", (bucket, path), service
+            )
+            return
+        previous = written["previous_metadata"]
+        self._backend.query(
+            "update storage.objects set metadata = %s where bucket_id = %s and name = %s",
+            (None if previous is None else Jsonb(previous), bucket, path),
+            service,
+        )
+
+    @contextmanager
+    def _file_errors(self, action: str, path: str) -> Iterator[None]:
+        """What the file system refused, as a `StorageError` that names the object and the folder."""
+        try:
+            yield
+        except OSError as exc:
+            raise StorageError(
+                f"local storage could not {action} {path!r} in {self.root}: {exc}",
+                code="500",
+                details=type(exc).__name__,
+            ) from exc
 
     def _bucket_limits(self, bucket: str) -> tuple[int | None, list[str] | None]:
         # Like the Storage server, read the bucket's settings with its own rights, not the caller's;
@@ -167,30 +237,42 @@ class LocalStorage:
         )
         if not rows:
             raise NotFoundError(f"object {path!r} not found (or not visible to this client)", code="404")
-        try:
-            return self._file(bucket, path).read_bytes()
-        except FileNotFoundError:
-            raise StorageError(f"object {path!r} has a row but no file under {self.root}", code="500") from None
+        with self._file_errors("read", path):
+            try:
+                return self._file(bucket, path).read_bytes()
+            except FileNotFoundError:
+                raise StorageError(f"object {path!r} has a row but no file under {self.root}", code="500") from None
 
     def remove(self, bucket: str, paths: list[str], scope: Scope) -> list[str]:
         self._ensure_not_supabase()
-        with self._locked([(bucket, name) for name in paths]):
+        with self._file_errors("remove", ", ".join(paths)), self._locked([(bucket, name) for name in paths]):
             rows = self._backend.query(
                 "delete from storage.objects where bucket_id = %s and name = any(%s) returning name",
                 (bucket, paths),
                 scope,
             )
             removed = [r["name"] for r in rows]
+            left: list[str] = []
             for name in removed:
-                self._file(bucket, name).unlink(missing_ok=True)
+                try:
+                    self._file(bucket, name).unlink(missing_ok=True)
+                except OSError as exc:  # the rows are gone: delete the other files, then say which stayed
+                    left.append(f"{name!r} ({exc})")
+        if left:
+            raise StorageError(
+                f"removed {len(removed)} object(s), but local storage in {self.root} could not delete the "
+                f"file of {', '.join(left)}: the objects are gone, their files are not",
+                code="500",
+            )
         return removed
 
     def signed_url(self, bucket: str, path: str, expires_in: int, scope: Scope) -> str:
         self.download(bucket, path, scope)  # the same visibility check a signed URL request makes
-        return self._file(bucket, path).resolve().as_uri()
+        return self.public_url(bucket, path)
 
     def public_url(self, bucket: str, path: str) -> str:
-        return self._file(bucket, path).resolve().as_uri()
+        with self._file_errors("locate", path):
+            return self._file(bucket, path).resolve().as_uri()
 
     def _stage(self, data: bytes) -> Path:
         """`data` in a new file under the root's staging folder (a fresh name: mkstemp never opens an

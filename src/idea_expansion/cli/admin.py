@@ -125,12 +125,12 @@ def usage(
             )
         )
         emit(
-            client.credits.history(user.id),
+            list(client.credits.history(user.id, limit=1000)),
             ["amount_usd", "credits_purchased", "status", "created_at", "bmc_reference", "notes"],
             title="Payment history",
         )
         emit(
-            client.outputs.list(user_id=user.id, limit=5),
+            client.outputs.list(user_id=user.id, limit=5).data,
             ["format", "created_at", "published", "publication_url"],
             title="Last outputs",
         )

@@ -270,7 +270,7 @@ def check_ideas(email: Email, db_url: DbUrl = None) -> None:
     with command_errors(), open_client(db_url) as client:
         user = user_by_email(client, email)
         emit(
-            client.ideas.list(user_id=user.id, limit=1000),
+            list(client.ideas.list(user_id=user.id, limit=1000)),
             ["id", "title", "status", "created_at"],
             title=f"Ideas of {user.email}",
         )
@@ -282,7 +282,7 @@ def check_outputs(email: Email, db_url: DbUrl = None) -> None:
     with command_errors(), open_client(db_url) as client:
         user = user_by_email(client, email)
         emit(
-            client.outputs.list(user_id=user.id, limit=1000),
+            list(client.outputs.list(user_id=user.id, limit=1000)),
             ["id", "idea_id", "format", "created_at"],
             title=f"Outputs of {user.email}",
         )

@@ -63,7 +63,7 @@ def ideas_list(
     with command_errors(), open_client(db_url) as client:
         owner = user_by_email(client, user)
         emit(
-            client.ideas.list(user_id=owner.id, status=status, limit=1000),
+            list(client.ideas.list(user_id=owner.id, status=status, limit=1000)),
             ["id", "title", "status", "priority_score", "created_at"],
             title=f"Ideas of {owner.email}",
             as_json=json,
@@ -124,7 +124,7 @@ def outputs_list(user: UserOpt, db_url: DbUrl = None, json: bool = JsonOption, c
     with command_errors(), open_client(db_url) as client:
         owner = user_by_email(client, user)
         emit(
-            client.outputs.list(user_id=owner.id, limit=1000),
+            list(client.outputs.list(user_id=owner.id, limit=1000)),
             ["id", "format", "published", "publication_url", "created_at"],
             title=f"Outputs of {owner.email}",
             as_json=json,

@@ -18,7 +18,7 @@ def users(db_url: DbUrl = None, json: bool = JsonOption, csv: bool = CsvOption) 
     """Every user with ideas, outputs and credits. Example: idea-expansion report users --csv"""
     with command_errors(), open_client(db_url) as client:
         emit(
-            client.reports.users(),
+            list(client.reports.users()),
             ["email", "ideas", "outputs", "free_remaining", "paid_remaining", "total_remaining"],
             title="Users",
             as_json=json,
@@ -44,7 +44,7 @@ def failed(db_url: DbUrl = None, json: bool = JsonOption, csv: bool = CsvOption)
     """Failed expansions by user and failing step. Example: idea-expansion report failed --json"""
     with command_errors(), open_client(db_url) as client:
         emit(
-            client.reports.failed(),
+            list(client.reports.failed()),
             ["email", "error_step", "failures", "latest"],
             title="Failed expansions",
             as_json=json,
@@ -63,7 +63,7 @@ def payments(
     with command_errors(), open_client(db_url) as client:
         if summary:
             emit(
-                client.reports.payment_summary(),
+                list(client.reports.payment_summary()),
                 ["email", "payments", "total_credits", "total_spent"],
                 title="Payments per user",
                 as_json=json,
@@ -71,7 +71,7 @@ def payments(
             )
         else:
             emit(
-                client.reports.payments(),
+                list(client.reports.payments()),
                 ["email", "amount_usd", "credits_purchased", "bmc_reference", "status", "verified_at", "receipt_id"],
                 title="Payments",
                 as_json=json,
@@ -91,7 +91,7 @@ def executions(
     with command_errors(), open_client(db_url) as client:
         if summary:
             emit(
-                client.reports.execution_summary(),
+                list(client.reports.execution_summary()),
                 ["email", "total_executions", "successful", "partial", "failed", "total_tokens"],
                 title="Executions per user",
                 as_json=json,

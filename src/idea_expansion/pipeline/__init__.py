@@ -2,13 +2,13 @@
 
 from ..types.expansions import ExpansionResult, ExpansionStatus
 from ._processes import start_forkserver
+from .async_runner import AsyncPipeline
 from .content import (
     BlogPostContent,
     GitHubRepoContent,
     ImageContent,
     OutputContent,
     TwitterThreadContent,
-    parse_content,
 )
 from .github import GitHubPublisher, PublishError, github_http_client
 from .providers import (
@@ -22,6 +22,7 @@ from .runner import Pipeline, WorkerProcessError, WorkerThreadError
 
 __all__ = [
     "AnthropicProvider",
+    "AsyncPipeline",
     "BlogPostContent",
     "ExpansionResult",
     "ExpansionStatus",
@@ -39,6 +40,5 @@ __all__ = [
     "WorkerProcessError",
     "WorkerThreadError",
     "github_http_client",
-    "parse_content",
     "start_forkserver",
 ]

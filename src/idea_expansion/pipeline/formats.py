@@ -3,6 +3,7 @@ and the PNG title card."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -11,18 +12,11 @@ import textwrap
 import unicodedata
 from typing import TYPE_CHECKING
 
-from markdown_it import MarkdownIt
-
-from .content import (
-    BlogDraft,
-    BlogPostContent,
-    GitHubRepoContent,
-    RepoDraft,
-    ThreadDraft,
-    TwitterThreadContent,
-)
+from ..types import BlogPostContent, GitHubRepoContent, TwitterThreadContent
+from .content import BlogDraft, RepoDraft, ThreadDraft
 
 if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
     from PIL import Image
 
 __all__ = [
@@ -37,8 +31,16 @@ __all__ = [
     "slugify",
 ]
 
+
 # CommonMark with raw HTML disabled: any HTML in a draft is escaped, never passed through.
-_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False})
+@functools.cache
+def _markdown() -> MarkdownIt:
+    """The Markdown renderer (raw HTML off), made on first use: importing the pipeline stays cheap."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "linkify": False})
+
+
 _WORD = re.compile(r"[\w\u2019'-]+", re.UNICODE)
 
 
@@ -67,7 +69,7 @@ def build_blog_post(draft: BlogDraft, *, generated_by: str) -> BlogPostContent:
         slug=slugify(draft.title),
         sections=draft.sections,
         markdown=markdown,
-        html=_MARKDOWN.render(markdown),
+        html=_markdown().render(markdown),
         meta_description=draft.meta_description,
         tags=list(dict.fromkeys(t.lower() for t in draft.tags)),
         word_count=body_words,

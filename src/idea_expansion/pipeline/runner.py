@@ -34,17 +34,15 @@ import httpx
 from pydantic import BaseModel
 
 from .._exceptions import (
+    APIConnectionError,
     APIError,
     ConfigurationError,
-    ConnectionError,
     IdeaExpansionError,
     InvalidRequestError,
     NotFoundError,
     PipelineError,
-    TimeoutError,
 )
 from ..types import Execution, ExecutionStatus, Idea, Output, OutputFormat, Provider, Stage
-from ..types.content import parse_content
 from ..types.expansions import (
     STALE_AFTER,
     DeliveryStep,
@@ -93,6 +91,8 @@ __all__ = ["HEARTBEAT_EVERY", "STALE_AFTER", "Pipeline", "ProgressCallback", "Wo
 log = logging.getLogger("idea_expansion.pipeline")
 T = TypeVar("T", bound=BaseModel)
 ProgressCallback = Callable[[Stage, uuid.UUID], None]
+_MOST_WORKERS = 1024
+"""The most worker processes, and the most claim loops per process, one `run_worker` starts."""
 HEARTBEAT_EVERY = timedelta(minutes=1)
 """A running run reports its stage (its heartbeat) at a stage boundary once this long has passed."""
 ImageRenderer = Callable[[ImageDraft], tuple[bytes, int, int, int]]
@@ -152,8 +152,11 @@ class Pipeline:
         stale_after: timedelta | None = None,
         heartbeat_every: timedelta = HEARTBEAT_EVERY,
     ) -> None:
-        if client.scope.role != "service_role":
-            raise IdeaExpansionError("the pipeline runs on the service client, not a user or anonymous view")
+        _check_service_client(client)
+        # Checked now: a bad period found mid-run would fail every run, each after holding a credit.
+        for name, period in (("stale_after", stale_after), ("heartbeat_every", heartbeat_every)):
+            if period is not None and (not isinstance(period, timedelta) or period < timedelta(0)):
+                raise InvalidRequestError(f"{name} must be a non-negative timedelta, not {period!r}")
         self._client = client
         self.provider: ModelProvider = provider or OfflineProvider()
         self._render_image = image_renderer or _title_card
@@ -180,6 +183,7 @@ class Pipeline:
         (images are then the offline title card)."""
         from .setup import image_renderer_from_settings, providers_from_settings
 
+        _check_service_client(client)
         settings = settings or client.settings
         pipeline = cls(
             client,
@@ -262,14 +266,13 @@ class Pipeline:
     ) -> Execution:
         """Queue an expansion for the workers. Its credit is held and its idea fixed now, so queueing
         beyond the balance is refused with `InsufficientCreditsError` just as running would be."""
-        return self._client.expansions.start(
+        return self._client.expansions.enqueue(
             user_id,
             idea_id=idea_id,
             format=None if format is None else str(format),
             idempotency_key=idempotency_key,
-            enqueue=True,
             public=public,
-        ).execution
+        )
 
     def status(self, execution_id: IdLike) -> ExpansionStatus:
         """Where a run is: status, stage, its outputs and its error if any."""
@@ -310,16 +313,26 @@ class Pipeline:
             How many runs this worker took (in all its processes).
 
         Raises:
+            InvalidRequestError: a count below its minimum, or not a whole number; a poll_interval that
+                is not 0 to 86400 seconds.
             ConfigurationError: `concurrency` > 1 but this pipeline cannot be rebuilt in another process
                 (a backend, HTTP client or provider object passed in that cannot be sent there); run
                 threads in this process instead: `run_worker(concurrency=1, threads_per_process=N)`.
             WorkerProcessError: a worker process died; the others finished their runs in hand and stopped.
             WorkerThreadError: (threads in this process) a claim loop ended on what it does not catch.
         """
-        if concurrency < 1 or threads_per_process < 1:
-            raise InvalidRequestError("concurrency and threads_per_process must be at least 1")
-        if max_runs is not None and max_runs < 0:
-            raise InvalidRequestError(f"max_runs must be at least 0 (or None for no limit), not {max_runs}")
+        for name, count in (("concurrency", concurrency), ("threads_per_process", threads_per_process)):
+            # Bounded: a huge count would exhaust memory making threads (or fail with RuntimeError:
+            # can't start new thread) before any run.
+            if not _whole_number(count) or not 1 <= count <= _MOST_WORKERS:
+                raise InvalidRequestError(f"{name} must be from 1 to {_MOST_WORKERS}, not {count!r}")
+        if max_runs is not None and (not _whole_number(max_runs) or max_runs < 0):
+            raise InvalidRequestError(f"max_runs must be at least 0 (or None for no limit), not {max_runs!r}")
+        if stop is not None and not all(callable(getattr(stop, name, None)) for name in ("is_set", "set", "wait")):
+            raise InvalidRequestError(f"stop must be a threading.Event, not {type(stop).__name__}")
+        is_number = _whole_number(poll_interval) or isinstance(poll_interval, float)
+        if not is_number or not 0 <= poll_interval <= 86_400:  # NaN fails too; an infinite wait would overflow
+            raise InvalidRequestError(f"poll_interval must be 0 to 86400 seconds, not {poll_interval!r}")
         stop = stop or threading.Event()
         if concurrency == 1:
             taken = RunCount()
@@ -463,7 +476,7 @@ class Pipeline:
         """Retry, without another charge, what failed after a run's capture: store its images again
         (re-rendered from the stored drafts) and publish a repository that is not published yet."""
         output = self._client.outputs.get(output_id)
-        content = parse_content(output.format, output.content)
+        content = output.content
         if isinstance(content, GitHubRepoContent):
             if output.published:
                 return output
@@ -544,7 +557,7 @@ class Pipeline:
         run is never reported failed (nor left undelivered) for a dropped connection."""
         try:
             return self._client.expansions.finish(execution_id, outcome)
-        except (ConnectionError, TimeoutError) as exc:
+        except APIConnectionError as exc:  # a timeout too (APITimeoutError is one)
             log.warning("finishing %s: %s; asking again", execution_id, exc)
             return self._client.expansions.finish(execution_id, outcome)
 
@@ -720,6 +733,19 @@ class Pipeline:
         completion = self.provider.generate(task, schema, idea=_brief(run.idea), instructions=INSTRUCTIONS[task])
         run.add(completion)
         return completion.value
+
+
+def _check_service_client(client: IdeaExpansion) -> None:
+    from .._client import IdeaExpansion
+
+    if not isinstance(client, IdeaExpansion):  # an AttributeError later, otherwise
+        raise InvalidRequestError(f"client must be an IdeaExpansion, not {type(client).__name__}")
+    if client.scope.role != "service_role":
+        raise IdeaExpansionError("the pipeline runs on the service client, not a user or anonymous view")
+
+
+def _whole_number(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _brief(idea: Idea) -> IdeaBrief:

@@ -13,7 +13,8 @@ from ..backends._base import Eq, Filter, Insert, Is, Keyset, Order, Select, Upda
 from ..crypto import Encryptor
 from ..types import Credential, Provider, ValidationStatus
 from ..types.ids import IdLike
-from ._base import Resource, to_model
+from ..types.params import is_utf8
+from ._base import AsyncResource, Operations, Steps, SyncResource, operation, to_model
 
 # Everything but the ciphertext: listing credentials never moves a secret over the wire.
 _METADATA = ("id", "user_id", "provider", "is_active", "validation_status", "created_at", "updated_at")
@@ -47,17 +48,11 @@ def _provider(value: Provider | str) -> Provider:
         ) from None
 
 
-class Credentials(Resource):
+class _CredentialOperations(Operations):
     """Encrypted credentials (`public.credentials`), one per (user, provider)."""
 
-    def set(
-        self,
-        provider: Provider | str,
-        secret: str,
-        *,
-        user_id: IdLike | None = None,
-        _encryptor: Encryptor | None = None,
-    ) -> Credential:
+    @operation
+    def set(self, provider: Provider | str, secret: str, *, user_id: IdLike | None = None) -> Steps[Credential]:
         """Encrypt and store `secret` for `provider`, replacing any previous one (re-activated, not yet
         validated). The ciphertext is bound to (user, provider).
 
@@ -65,11 +60,12 @@ class Credentials(Resource):
             InvalidRequestError: unknown provider or empty secret.
             ConfigurationError: ENCRYPTION_KEY is missing or malformed.
         """
+        return (yield from self._store(provider, secret, self._owner(user_id), self._client.encryptor))
+
+    def _store(self, provider: Provider | str, secret: str, owner: UUID, encryptor: Encryptor) -> Steps[Credential]:
         provider = _provider(provider)
-        if not secret:
-            raise InvalidRequestError("the secret must not be empty")
-        owner = self._owner(user_id)
-        encryptor = _encryptor or self._client.encryptor
+        if not isinstance(secret, str) or not secret or not is_utf8(secret):
+            raise InvalidRequestError("the secret must be a non-empty string of valid Unicode")
         row = {
             "user_id": owner,
             "provider": provider.value,
@@ -77,10 +73,12 @@ class Credentials(Resource):
             "is_active": True,
             "validation_status": ValidationStatus.NOT_CHECKED.value,
         }
-        stored = self._first(Insert("credentials", [row], on_conflict=("user_id", "provider")), "credential")
+        request = Insert("credentials", [row], on_conflict=("user_id", "provider"))
+        stored = yield from self._first(request, "credential")
         return to_model(Credential, {k: stored[k] for k in _METADATA})
 
-    def get_secret(self, provider: Provider | str, *, user_id: IdLike | None = None) -> str:
+    @operation
+    def get_secret(self, provider: Provider | str, *, user_id: IdLike | None = None) -> Steps[str]:
         """Decrypt the active secret for `provider`.
 
         Raises:
@@ -89,27 +87,31 @@ class Credentials(Resource):
         """
         provider = _provider(provider)
         owner = self._owner(user_id)
-        rows = self._rows(
-            Select(
-                "credentials",
-                [Eq("user_id", owner), Eq("provider", provider.value), Is("is_active", True)],
-                columns=("encrypted_value",),
-            )
+        rows = yield Select(
+            "credentials",
+            [Eq("user_id", owner), Eq("provider", provider.value), Is("is_active", True)],
+            columns=("encrypted_value",),
         )
         if not rows:
             raise NotFoundError(f"no active {provider.value} credential", code="PGRST116")
         return self._client.encryptor.decrypt(rows[0]["encrypted_value"], user_id=owner, provider=provider.value)
 
-    def list(self, *, user_id: IdLike | None = None) -> builtins.list[Credential]:
-        """Credential metadata (never the secret), for the acting user or `user_id`."""
-        rows = self._rows(Select("credentials", [Eq("user_id", self._owner(user_id))], columns=_METADATA))
-        return [to_model(Credential, r) for r in rows]
+    @operation
+    def list(self, *, user_id: IdLike | None = None) -> Steps[builtins.list[Credential]]:
+        """Credential metadata (never the secret), for the acting user or `user_id`: at most one per
+        provider, so the whole list is one short answer (no pages)."""
+        request = Select("credentials", [Eq("user_id", self._owner(user_id))], columns=_METADATA)
+        return (yield from self._many(Credential, request))
 
-    def deactivate(self, provider: Provider | str, *, user_id: IdLike | None = None) -> Credential:
+    @operation
+    def deactivate(self, provider: Provider | str, *, user_id: IdLike | None = None) -> Steps[Credential]:
         """Stop using a credential (it is kept, but never decrypted again until `set`)."""
-        return self._update(provider, {"is_active": False}, user_id)
+        return (yield from self._update(provider, {"is_active": False}, user_id))
 
-    def mark_validated(self, provider: Provider | str, valid: bool, *, user_id: IdLike | None = None) -> Credential:
+    @operation
+    def mark_validated(
+        self, provider: Provider | str, valid: bool, *, user_id: IdLike | None = None
+    ) -> Steps[Credential]:
         """Record the result of checking the credential against its provider. Service client: users
         cannot set their own credential's validation status (the database refuses it).
 
@@ -117,10 +119,13 @@ class Credentials(Resource):
             PermissionDeniedError: called as a user.
             NotFoundError: no such credential.
         """
+        if not isinstance(valid, bool):
+            raise InvalidRequestError(f"valid must be True or False, not {valid!r}")
         status = ValidationStatus.VALID if valid else ValidationStatus.INVALID
-        return self._update(provider, {"validation_status": status.value}, user_id)
+        return (yield from self._update(provider, {"validation_status": status.value}, user_id))
 
-    def rotate(self) -> RotationReport:
+    @operation
+    def rotate(self) -> Steps[RotationReport]:
         """Re-encrypt every stored credential still under an older key (or in the original app's format)
         under the current key. Service client.
 
@@ -135,9 +140,9 @@ class Credentials(Resource):
         order = [Order("created_at", descending=True), Order("id", descending=True)]
         after: list[Filter] = []
         while True:
-            page = self._rows(Select("credentials", after, order=order, limit=_ROTATION_PAGE, columns=columns))
+            page = yield Select("credentials", after, order=order, limit=_ROTATION_PAGE, columns=columns)
             for row in page:
-                outcome = self._rotate_row(encryptor, row)
+                outcome = yield from self._rotate_row(encryptor, row)
                 if outcome is None:
                     failed.append(UUID(str(row["id"])))
                 else:
@@ -147,7 +152,7 @@ class Credentials(Resource):
             last = page[-1]
             after = [Keyset("created_at", last["created_at"], UUID(str(last["id"])))]
 
-    def _rotate_row(self, encryptor: Encryptor, row: dict[str, Any]) -> int | None:
+    def _rotate_row(self, encryptor: Encryptor, row: dict[str, Any]) -> Steps[int | None]:
         """1 when re-encrypted, 0 when it needs nothing, None when it cannot be read. Compare-and-swap on
         the old ciphertext, so a secret the user replaced meanwhile is never overwritten."""
         for _ in range(_ROTATION_ATTEMPTS):
@@ -159,22 +164,32 @@ class Credentials(Resource):
             except DecryptionError:
                 return None
             fresh = encryptor.encrypt(secret, user_id=row["user_id"], provider=row["provider"])
-            if self._rows(
-                Update("credentials", {"encrypted_value": fresh}, [Eq("id", row["id"]), Eq("encrypted_value", value)])
+            if (
+                yield Update(
+                    "credentials", {"encrypted_value": fresh}, [Eq("id", row["id"]), Eq("encrypted_value", value)]
+                )
             ):
                 return 1
-            current = self._rows(
-                Select("credentials", [Eq("id", row["id"])], columns=("id", "user_id", "provider", "encrypted_value"))
+            current = yield Select(
+                "credentials", [Eq("id", row["id"])], columns=("id", "user_id", "provider", "encrypted_value")
             )
             if not current:
                 return 0  # deleted meanwhile
             row = current[0]
         return None
 
-    def _update(self, provider: Provider | str, values: dict[str, Any], user_id: IdLike | None) -> Credential:
+    def _update(self, provider: Provider | str, values: dict[str, Any], user_id: IdLike | None) -> Steps[Credential]:
         provider = _provider(provider)
-        stored = self._first(
+        stored = yield from self._first(
             Update("credentials", values, [Eq("user_id", self._owner(user_id)), Eq("provider", provider.value)]),
             f"{provider.value} credential",
         )
         return to_model(Credential, {k: stored[k] for k in _METADATA})
+
+
+class Credentials(_CredentialOperations, SyncResource):
+    """Encrypted credentials (`public.credentials`), one per (user, provider)."""
+
+
+class AsyncCredentials(_CredentialOperations, AsyncResource):
+    """Encrypted credentials, on the async client."""

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from uuid import UUID
 
 from .._exceptions import InvalidRequestError, NotFoundError
-from ..backends._base import Eq, Order, Rpc, Select
+from ..backends._base import Eq, Rpc, Select
 from ..types import CreditCharge, CreditType, PaymentReceipt, Usage
 from ..types.ids import IdLike, parse_id
 from ..types.params import MAX_GRANT, email_key
 from ..types.reports import Refund
-from ._base import Resource, to_model
+from ._base import AsyncResource, Operations, Steps, SyncResource, operation, paginated, to_model
+from ._pagination import PageData
 
 
-class Credits(Resource):
+class _CreditOperations(Operations):
     """Credits: 5 free per user, then paid credits an admin grants after a payment."""
 
-    def check(self, user_id: IdLike | None = None) -> bool:
+    @operation
+    def check(self, user_id: IdLike | None = None) -> Steps[bool]:
         """Whether the user has a credit left (a user client may only ask about itself)."""
         owner = self._owner(user_id)
-        return bool(self._rpc(Rpc("check_user_has_credits", {"p_user_id": owner})))
+        return bool((yield Rpc("check_user_has_credits", {"p_user_id": owner})))
 
-    def consume(self, user_id: IdLike, *, idempotency_key: IdLike | None = None) -> CreditType:
+    @operation
+    def consume(self, user_id: IdLike, *, idempotency_key: IdLike | None = None) -> Steps[CreditType]:
         """Spend one credit, free first. With `idempotency_key` (the execution id) a repeat returns the
         first answer and charges nothing more, so it is safe to retry. Keys are the user's own: another
         user's key is a new key here. Service client.
@@ -35,8 +39,9 @@ class Credits(Resource):
             "p_user_id": parse_id(user_id, "user id"),
             "p_idempotency_key": None if idempotency_key is None else parse_id(idempotency_key, "idempotency key"),
         }
-        return CreditType(self._rpc(Rpc("consume_expansion_credit", args)))
+        return CreditType((yield Rpc("consume_expansion_credit", args)))
 
+    @operation
     def grant(
         self,
         email_or_id: str | UUID,
@@ -46,7 +51,7 @@ class Credits(Resource):
         *,
         verified_by: str = "admin",
         notes: str | None = None,
-    ) -> PaymentReceipt:
+    ) -> Steps[PaymentReceipt]:
         """Record a verified payment and add its credits, in one transaction. A payment has a `reference`
         (required): the same reference again, trimmed and in any case, returns the first receipt and grants
         nothing. One grant adds at most 100,000 credits, and a paid balance holds at most 1,000,000.
@@ -63,8 +68,8 @@ class Credits(Resource):
                 f"credits must be a positive integer of at most {MAX_GRANT} per grant, not {credits!r}"
             )
         amount = _amount(amount_usd)
-        user_id = self._user_id(email_or_id)
-        receipt_id = self._rpc(
+        user_id = yield from self._user_id(email_or_id)
+        receipt_id = yield (
             Rpc(
                 "add_paid_credits",
                 {
@@ -77,50 +82,82 @@ class Credits(Resource):
                 },
             )
         )
-        return self._one(PaymentReceipt, Select("payment_receipts", [Eq("id", parse_id(receipt_id))]), "receipt")
+        request = Select("payment_receipts", [Eq("id", parse_id(receipt_id))])
+        return (yield from self._one(PaymentReceipt, request, "receipt"))
 
-    def balance(self, user_id: IdLike | None = None) -> Usage:
+    @operation
+    def balance(self, user_id: IdLike | None = None) -> Steps[Usage]:
         """The user's credits and lifetime counters."""
-        return self._one(Usage, Select("usage_tracking", [Eq("user_id", self._owner(user_id))]), "usage record")
+        request = Select("usage_tracking", [Eq("user_id", self._owner(user_id))])
+        return (yield from self._one(Usage, request, "usage record"))
 
-    def history(self, user_id: IdLike | None = None) -> list[PaymentReceipt]:
-        """The user's payment receipts, newest first."""
-        return self._many(
-            PaymentReceipt,
-            Select("payment_receipts", [Eq("user_id", self._owner(user_id))], order=[Order("created_at", True)]),
+    @paginated
+    def history(
+        self, user_id: IdLike | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> Steps[PageData[PaymentReceipt]]:
+        """The user's payment receipts, newest first, a page at a time (iterate the page for all)."""
+        filters = [Eq("user_id", self._owner(user_id))]
+        return (
+            yield from self._keyset_page(
+                PaymentReceipt,
+                "payment_receipts",
+                filters,
+                sort="created_at",
+                kind=datetime,
+                limit=limit,
+                cursor=cursor,
+            )
         )
 
-    def charges(self, user_id: IdLike | None = None, *, limit: int = 100) -> list[CreditCharge]:
-        """The credits the user spent, newest first."""
-        return self._many(
-            CreditCharge,
-            Select(
-                "credit_charges", [Eq("user_id", self._owner(user_id))], order=[Order("created_at", True)], limit=limit
-            ),
+    @paginated
+    def charges(
+        self, user_id: IdLike | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> Steps[PageData[CreditCharge]]:
+        """The credits the user spent, newest first, a page at a time (iterate the page for all)."""
+        filters = [Eq("user_id", self._owner(user_id))]
+        return (
+            yield from self._keyset_page(
+                CreditCharge, "credit_charges", filters, sort="created_at", kind=datetime, limit=limit, cursor=cursor
+            )
         )
 
-    def refund(self, receipt_id: IdLike, *, note: str | None = None) -> Refund:
+    @operation
+    def refund(self, receipt_id: IdLike, *, note: str | None = None) -> Steps[Refund]:
         """Refund a payment: the receipt becomes `refunded` and its still-unused paid credits are taken
         back (never below zero; `credits_removed` says how many). Service client.
 
         Raises:
             NotFoundError: no such receipt. APIError (55000): already refunded.
         """
-        rows = self._rpc(
-            Rpc("refund_payment", {"p_receipt_id": parse_id(receipt_id, "receipt id"), "p_note": note}, returns="rows")
+        rows = yield Rpc(
+            "refund_payment", {"p_receipt_id": parse_id(receipt_id, "receipt id"), "p_note": note}, returns="rows"
         )
         return to_model(Refund, rows[0])
 
-    def _user_id(self, email_or_id: str | UUID) -> UUID:
+    def _user_id(self, email_or_id: str | UUID) -> Steps[UUID]:
         if isinstance(email_or_id, UUID):
             return email_or_id
+        if not isinstance(email_or_id, str):
+            raise InvalidRequestError(f"a user is an id or an e-mail address, not {email_or_id!r}")
         if "@" not in email_or_id:
             return parse_id(email_or_id, "user id or e-mail")
         key = email_key(email_or_id)
-        rows = [] if key is None else self._rows(Select("users", [Eq("email", key)], columns=("id",)))
+        rows = [] if key is None else (yield Select("users", [Eq("email", key)], columns=("id",)))
         if not rows:
             raise NotFoundError(f"user not found: {email_or_id}", code="PGRST116")
         return parse_id(rows[0]["id"])
+
+
+class Credits(_CreditOperations, SyncResource):
+    """Credits: 5 free per user, then paid credits an admin grants after a payment."""
+
+
+class AsyncCredits(_CreditOperations, AsyncResource):
+    """Credits, on the async client."""
+
+
+_AMOUNT_LIMIT = Decimal(10**8)
+"""payment_receipts.amount_usd is numeric(10, 2): below 100,000,000."""
 
 
 def _amount(value: Decimal | str) -> Decimal:
@@ -132,6 +169,8 @@ def _amount(value: Decimal | str) -> Decimal:
         raise InvalidRequestError(f"amount_usd must be a number such as 5.00, not {value!r}") from None
     if not amount.is_finite() or amount <= 0:
         raise InvalidRequestError(f"amount_usd must be positive, not {value!r}")
+    if amount >= _AMOUNT_LIMIT:  # before quantize, which cannot hold so many digits (InvalidOperation)
+        raise InvalidRequestError(f"amount_usd must be below {_AMOUNT_LIMIT} (as add_paid_credits says), not {value!r}")
     if amount != amount.quantize(Decimal("0.01")):
         raise InvalidRequestError(f"amount_usd must have at most two decimal places, not {value!r}")
     return amount

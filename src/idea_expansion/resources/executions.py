@@ -5,96 +5,137 @@ and creates blog posts; owners may edit a post's metadata and visibility."""
 from __future__ import annotations
 
 import builtins
+from datetime import datetime
 
-from ..backends._base import Eq, Order, Select, Update
+from .._exceptions import InvalidRequestError
+from ..backends._base import Eq, Filter, Select, Update
 from ..types import BlogPost, Execution, ExecutionStatus, Output, OutputFormat
 from ..types.ids import IdLike, parse_id
-from ._base import Resource, check_limit, user_filter
+from ._base import AsyncResource, Operations, Steps, SyncResource, enum_value, operation, paginated, user_filter
+from ._pagination import PageData
+
+__all__ = ["AsyncBlogPosts", "AsyncExecutions", "AsyncOutputs", "BlogPosts", "Executions", "Outputs"]
 
 
-class Executions(Resource):
+class _ExecutionOperations(Operations):
     """Pipeline runs (`public.executions`)."""
 
-    def get(self, execution_id: IdLike) -> Execution:
+    @operation
+    def get(self, execution_id: IdLike) -> Steps[Execution]:
         """A run by id."""
-        return self._one(
-            Execution, Select("executions", [Eq("id", parse_id(execution_id, "execution id"))]), "execution"
-        )
+        request = Select("executions", [Eq("id", parse_id(execution_id, "execution id"))])
+        return (yield from self._one(Execution, request, "execution"))
 
+    @paginated
     def list(
-        self, *, status: ExecutionStatus | str | None = None, limit: int = 50, user_id: IdLike | None = None
-    ) -> builtins.list[Execution]:
-        """Runs, newest first."""
-        filters = user_filter(user_id)
+        self,
+        *,
+        status: ExecutionStatus | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        user_id: IdLike | None = None,
+    ) -> Steps[PageData[Execution]]:
+        """Runs, newest first, a page at a time (iterate the page for every run).
+
+        Raises:
+            InvalidRequestError: an unknown status, a limit outside 1-1000, a foreign cursor.
+        """
+        filters: builtins.list[Filter] = user_filter(user_id)
         if status is not None:
-            filters.append(Eq("status", ExecutionStatus(status).value))
-        return self._many(
-            Execution,
-            Select("executions", filters, order=[Order("started_at", descending=True)], limit=check_limit(limit)),
+            filters.append(Eq("status", enum_value(ExecutionStatus, status, "status")))
+        return (
+            yield from self._keyset_page(
+                Execution, "executions", filters, sort="started_at", kind=datetime, limit=limit, cursor=cursor
+            )
         )
 
 
-class Outputs(Resource):
+class _OutputOperations(Operations):
     """Generated content (`public.outputs`)."""
 
-    def get(self, output_id: IdLike) -> Output:
+    @operation
+    def get(self, output_id: IdLike) -> Steps[Output]:
         """An output by id."""
-        return self._one(Output, Select("outputs", [Eq("id", parse_id(output_id, "output id"))]), "output")
+        return (yield from self._one(Output, Select("outputs", [Eq("id", parse_id(output_id, "output id"))]), "output"))
 
+    @paginated
     def list(
         self,
         *,
         execution_id: IdLike | None = None,
         format: OutputFormat | str | None = None,
         limit: int = 50,
+        cursor: str | None = None,
         user_id: IdLike | None = None,
-    ) -> builtins.list[Output]:
-        """Outputs, newest first."""
-        filters = user_filter(user_id)
+    ) -> Steps[PageData[Output]]:
+        """Outputs, newest first, a page at a time (iterate the page for every output).
+
+        Raises:
+            InvalidRequestError: an unknown format, a limit outside 1-1000, a foreign cursor.
+        """
+        filters: builtins.list[Filter] = user_filter(user_id)
         if execution_id is not None:
             filters.append(Eq("execution_id", parse_id(execution_id, "execution id")))
         if format is not None:
-            filters.append(Eq("format", OutputFormat(format).value))
-        return self._many(
-            Output, Select("outputs", filters, order=[Order("created_at", descending=True)], limit=check_limit(limit))
+            filters.append(Eq("format", enum_value(OutputFormat, format, "format")))
+        return (
+            yield from self._keyset_page(
+                Output, "outputs", filters, sort="created_at", kind=datetime, limit=limit, cursor=cursor
+            )
         )
 
 
-class BlogPosts(Resource):
+class _BlogPostOperations(Operations):
     """Blog posts (`public.blog_posts`). Public posts are readable by anyone, signed in or not."""
 
-    def get(self, post_id: IdLike) -> BlogPost:
+    @operation
+    def get(self, post_id: IdLike) -> Steps[BlogPost]:
         """A post by id."""
-        return self._one(BlogPost, Select("blog_posts", [Eq("id", parse_id(post_id, "post id"))]), "blog post")
+        request = Select("blog_posts", [Eq("id", parse_id(post_id, "post id"))])
+        return (yield from self._one(BlogPost, request, "blog post"))
 
-    def get_by_slug(self, slug: str, *, user_id: IdLike | None = None) -> BlogPost:
+    @operation
+    def get_by_slug(self, slug: str, *, user_id: IdLike | None = None) -> Steps[BlogPost]:
         """A post by its slug (unique per user)."""
-        return self._one(
-            BlogPost,
-            Select("blog_posts", [Eq("user_id", self._owner(user_id)), Eq("slug", slug)]),
-            f"blog post {slug!r}",
+        if not isinstance(slug, str) or not slug:
+            raise InvalidRequestError(f"a slug is a non-empty string, not {slug!r}")
+        request = Select("blog_posts", [Eq("user_id", self._owner(user_id)), Eq("slug", slug)])
+        return (yield from self._one(BlogPost, request, f"blog post {slug!r}"))
+
+    @paginated
+    def list(
+        self, *, user_id: IdLike | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Steps[PageData[BlogPost]]:
+        """Posts visible to this client, newest first (a user sees their own and public ones), a page at
+        a time (iterate the page for every post)."""
+        return (
+            yield from self._keyset_page(
+                BlogPost,
+                "blog_posts",
+                user_filter(user_id),
+                sort="created_at",
+                kind=datetime,
+                limit=limit,
+                cursor=cursor,
+            )
         )
 
-    def list(self, *, user_id: IdLike | None = None, limit: int = 50) -> builtins.list[BlogPost]:
-        """Posts visible to this client, newest first (a user sees their own and public ones)."""
-        filters = user_filter(user_id)
-        return self._many(
-            BlogPost,
-            Select("blog_posts", filters, order=[Order("created_at", descending=True)], limit=check_limit(limit)),
-        )
-
-    def list_public(self, *, limit: int = 50) -> builtins.list[BlogPost]:
-        """Public posts of every user, newest first."""
-        return self._many(
-            BlogPost,
-            Select(
+    @paginated
+    def list_public(self, *, limit: int = 50, cursor: str | None = None) -> Steps[PageData[BlogPost]]:
+        """Public posts of every user, most recently published first, a page at a time."""
+        return (
+            yield from self._keyset_page(
+                BlogPost,
                 "blog_posts",
                 [Eq("is_public", True)],
-                order=[Order("published_at", descending=True)],
-                limit=check_limit(limit),
-            ),
+                sort="published_at",
+                kind=datetime,
+                limit=limit,
+                cursor=cursor,
+            )
         )
 
+    @operation
     def update(
         self,
         post_id: IdLike,
@@ -104,7 +145,7 @@ class BlogPosts(Resource):
         meta_description: str | None = None,
         tags: builtins.list[str] | None = None,
         is_public: bool | None = None,
-    ) -> BlogPost:
+    ) -> Steps[BlogPost]:
         """Change a post's metadata or visibility (its owner, or the service client)."""
         values = {
             k: v
@@ -118,5 +159,30 @@ class BlogPosts(Resource):
             if v is not None
         }
         if not values:
-            return self.get(post_id)
-        return self._one(BlogPost, Update("blog_posts", values, [Eq("id", parse_id(post_id, "post id"))]), "blog post")
+            return (yield from self.get.steps(post_id))
+        request = Update("blog_posts", values, [Eq("id", parse_id(post_id, "post id"))])
+        return (yield from self._one(BlogPost, request, "blog post"))
+
+
+class Executions(_ExecutionOperations, SyncResource):
+    """Pipeline runs (`public.executions`)."""
+
+
+class AsyncExecutions(_ExecutionOperations, AsyncResource):
+    """Pipeline runs (`public.executions`), on the async client."""
+
+
+class Outputs(_OutputOperations, SyncResource):
+    """Generated content (`public.outputs`)."""
+
+
+class AsyncOutputs(_OutputOperations, AsyncResource):
+    """Generated content (`public.outputs`), on the async client."""
+
+
+class BlogPosts(_BlogPostOperations, SyncResource):
+    """Blog posts (`public.blog_posts`). Public posts are readable by anyone, signed in or not."""
+
+
+class AsyncBlogPosts(_BlogPostOperations, AsyncResource):
+    """Blog posts (`public.blog_posts`), on the async client."""

@@ -7,13 +7,14 @@ Parameters and results are pydantic models; unknown fields are errors."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from .._exceptions import InvalidRequestError, NotFoundError
 from ..backends._base import Json, Rpc
-from ..types import Stage
+from ..types import Execution, Stage
 from ..types.expansions import (
     STALE_AFTER,
     DeliveryStep,
@@ -26,15 +27,16 @@ from ..types.expansions import (
 )
 from ..types.ids import IdLike, parse_id
 from ..types.params import parse_params
-from ._base import Resource, to_model
+from ._base import AsyncResource, Operations, Steps, SyncResource, enum_value, operation, to_model
 
 __all__ = ["Expansions"]
 
 
-class Expansions(Resource):
+class _ExpansionOperations(Operations):
     """Expansion runs, as a state machine in Postgres: queued -> running -> completed | partial | failed.
     Service client, except `status`, which a user client may call for its own runs."""
 
+    @operation
     def start(
         self,
         user_id: IdLike,
@@ -44,7 +46,7 @@ class Expansions(Resource):
         idempotency_key: IdLike | None = None,
         enqueue: bool = False,
         public: bool = False,
-    ) -> ExpansionStarted:
+    ) -> Steps[ExpansionStarted]:
         """Hold one credit and create the run on a fixed idea, atomically.
 
         Raises:
@@ -63,7 +65,7 @@ class Expansions(Resource):
             enqueue=enqueue,
             public=public,
         )
-        started = self._call(
+        started = yield self._call(
             "start_expansion",
             p_user_id=params.user_id,
             p_idea_id=params.idea_id,
@@ -74,27 +76,51 @@ class Expansions(Resource):
         )
         return to_model(ExpansionStarted, started)
 
-    def claim(self, worker_id: str) -> ExpansionStarted | None:
+    @operation
+    def enqueue(
+        self,
+        user_id: IdLike,
+        *,
+        idea_id: IdLike | None = None,
+        format: str | None = None,
+        idempotency_key: IdLike | None = None,
+        public: bool = False,
+    ) -> Steps[Execution]:
+        """Queue a run for the workers: `start(..., enqueue=True)`, returning the queued execution. Its
+        credit is held and its idea fixed now, so queueing beyond the balance is refused with
+        `InsufficientCreditsError` just as running would be."""
+        started = yield from self.start.steps(
+            user_id, idea_id=idea_id, format=format, idempotency_key=idempotency_key, enqueue=True, public=public
+        )
+        return started.execution
+
+    @operation
+    def claim(self, worker_id: str) -> Steps[ExpansionStarted | None]:
         """Claim the oldest queued run that holds its credit (each run is claimed exactly once), or None."""
-        if not worker_id or len(worker_id) > 200:
+        if not isinstance(worker_id, str) or not worker_id or len(worker_id) > 200:
             raise InvalidRequestError("worker_id must be 1-200 characters")
-        claimed = self._call("claim_next_expansion", p_worker_id=worker_id)
+        claimed = yield self._call("claim_next_expansion", p_worker_id=worker_id)
         return None if claimed is None else to_model(ExpansionStarted, claimed)
 
-    def record_stage(self, execution_id: IdLike, stage: Stage | str) -> None:
+    @operation
+    def record_stage(self, execution_id: IdLike, stage: Stage | str) -> Steps[None]:
         """A running run's stage and heartbeat (only needed for runs longer than about a minute)."""
-        self._call("record_expansion_stage", p_execution_id=parse_id(execution_id, "execution id"), p_stage=str(stage))
+        execution = parse_id(execution_id, "execution id")
+        yield self._call("record_expansion_stage", p_execution_id=execution, p_stage=enum_value(Stage, stage, "stage"))
 
-    def record_evaluation(self, execution_id: IdLike, evaluation: Evaluation) -> None:
+    @operation
+    def record_evaluation(self, execution_id: IdLike, evaluation: Evaluation) -> Steps[None]:
         """The judge's verdict on the run's idea (also a heartbeat). `finish` can carry it instead."""
-        self._call(
+        evaluation = _checked(Evaluation, evaluation, "evaluation")
+        yield self._call(
             "record_expansion_evaluation",
             p_execution_id=parse_id(execution_id, "execution id"),
             p_score=evaluation.score,
             p_reasoning=evaluation.reasoning,
         )
 
-    def finish(self, execution_id: IdLike, outcome: ExpansionOutcome) -> ExpansionResult:
+    @operation
+    def finish(self, execution_id: IdLike, outcome: ExpansionOutcome) -> Steps[ExpansionResult]:
         """End a running run in one transaction: completed/partial capture the held credit and store the
         output (and blog post); failed releases it. The judge's verdict is kept either way.
 
@@ -102,14 +128,15 @@ class Expansions(Resource):
             ConflictError (PT409): the run is not running (finished, reaped), or holds no credit.
             InvalidRequestError: the outcome does not fit the run (format, content, errors).
         """
-        if not isinstance(outcome, ExpansionOutcome):
-            raise InvalidRequestError(f"outcome must be an ExpansionOutcome, not {type(outcome).__name__}")
+        outcome = _checked(ExpansionOutcome, outcome, "outcome")
         arguments = outcome.arguments()
         if arguments["p_content"] is not None:
             arguments["p_content"] = Json(arguments["p_content"])
-        finished = self._call("finish_expansion", p_execution_id=parse_id(execution_id, "execution id"), **arguments)
+        execution = parse_id(execution_id, "execution id")
+        finished = yield self._call("finish_expansion", p_execution_id=execution, **arguments)
         return to_model(ExpansionResult, finished)
 
+    @operation
     def record_delivery(
         self,
         execution_id: IdLike,
@@ -118,14 +145,19 @@ class Expansions(Resource):
         error_message: str | None = None,
         publication_url: str | None = None,
         publication_metadata: dict[str, Any] | None = None,
-    ) -> ExpansionResult:
+    ) -> Steps[ExpansionResult]:
         """What became of a side effect after the capture: a publication (`publication_url`), or a failure
         (`error_message`), which makes the run partial. Charges nothing either way."""
         if step not in ("image", "publish"):
             raise InvalidRequestError(f"a delivery step is 'image' or 'publish', not {step!r}")
         if (error_message is None) == (publication_url is None):
             raise InvalidRequestError("give either error_message (it failed) or publication_url (it was published)")
-        delivered = self._call(
+        for name, text in (("error_message", error_message), ("publication_url", publication_url)):
+            if text is not None and not isinstance(text, str):
+                raise InvalidRequestError(f"{name} must be a string, not {type(text).__name__}")
+        if publication_metadata is not None:
+            _check_json_object(publication_metadata, "publication_metadata")
+        delivered = yield self._call(
             "record_expansion_delivery",
             p_execution_id=parse_id(execution_id, "execution id"),
             p_step=step,
@@ -135,24 +167,56 @@ class Expansions(Resource):
         )
         return to_model(ExpansionResult, delivered)
 
-    def reap(self, stale_after: timedelta = STALE_AFTER) -> list[UUID]:
+    @operation
+    def reap(self, stale_after: timedelta = STALE_AFTER) -> Steps[list[UUID]]:
         """Fail running runs whose heartbeat is older than `stale_after` (error_step timeout) and release
         their credits. Returns the reaped execution ids."""
         if not isinstance(stale_after, timedelta) or stale_after < timedelta(0):
             raise InvalidRequestError(f"stale_after must be a non-negative timedelta, not {stale_after!r}")
-        ids = self._rpc(Rpc("reap_stale_expansions", {"p_stale_after": stale_after}, returns="values"))
+        ids = yield Rpc("reap_stale_expansions", {"p_stale_after": stale_after}, returns="values")
         return [parse_id(i) for i in ids or []]
 
-    def status(self, execution_id: IdLike) -> ExpansionStatus:
+    @operation
+    def status(self, execution_id: IdLike) -> Steps[ExpansionStatus]:
         """A run's state and output ids, in one call.
 
         Raises:
             NotFoundError: no such run, or not the caller's.
         """
-        found = self._call("expansion_status", p_execution_id=parse_id(execution_id, "execution id"))
+        found = yield self._call("expansion_status", p_execution_id=parse_id(execution_id, "execution id"))
         if found is None:
             raise NotFoundError("execution not found (or not visible to this client)", code="PGRST116")
         return to_model(ExpansionStatus, found)
 
-    def _call(self, function: str, **arguments: Any) -> Any:
-        return self._rpc(Rpc(function, arguments))
+    @staticmethod
+    def _call(function: str, **arguments: Any) -> Rpc:
+        return Rpc(function, arguments)
+
+
+M = TypeVar("M", Evaluation, ExpansionOutcome)
+
+
+def _checked(model: type[M], value: M, what: str) -> M:
+    """`value`, validated again: an instance made with `model_construct` skipped the model's rules, and
+    would otherwise reach the database (or fail on a missing field) unchecked."""
+    if not isinstance(value, model):
+        raise InvalidRequestError(f"{what} must be an {model.__name__}, not {type(value).__name__}")
+    return parse_params(model, **dict(value))
+
+
+def _check_json_object(value: dict[str, Any], what: str) -> None:
+    """Refuse what cannot be stored as a JSON object now, rather than as a TypeError while it is sent."""
+    if not isinstance(value, dict):
+        raise InvalidRequestError(f"{what} must be a dict, not {type(value).__name__}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidRequestError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+class Expansions(_ExpansionOperations, SyncResource):
+    """Expansion runs, as a state machine in Postgres (see the operations)."""
+
+
+class AsyncExpansions(_ExpansionOperations, AsyncResource):
+    """Expansion runs, on the async client: start (enqueue), status and the rest, awaited."""

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import builtins
+
+from .._exceptions import InvalidRequestError
 from ..backends.storage import check_object_path
-from ._base import Resource
+from ._base import AsyncResource, ClientContext, Operations, Steps, SyncResource, operation
+
+__all__ = ["BUCKET", "AsyncStorage", "Storage"]
 
 BUCKET = "images"
 
 
-class Storage(Resource):
+class _StorageOperations(Operations):
     """Files in the `images` bucket. Paths start with the owner's user id; the bucket's policies let a
     user write, list and delete only their own folder, and serve every object by public URL."""
 
-    def upload(self, path: str, data: bytes, *, content_type: str = "image/png", upsert: bool = False) -> str:
+    @operation
+    def upload(self, path: str, data: bytes, *, content_type: str = "image/png", upsert: bool = False) -> Steps[str]:
         """Store `data` at `path` (e.g. f"{user_id}/{execution_id}/card.png"). Returns the path.
 
         Raises:
@@ -21,21 +27,49 @@ class Storage(Resource):
             InvalidRequestError: a bad path, a file too large, or a content type the bucket refuses.
         """
         path = check_object_path(path)
-        return self._client.storage_backend.upload(BUCKET, path, data, content_type, upsert, self._scope)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidRequestError(f"data must be bytes, not {type(data).__name__}")
+        if not isinstance(content_type, str) or not content_type:
+            raise InvalidRequestError(f"content_type must be a MIME type such as image/png, not {content_type!r}")
+        body, scope = bytes(data), self._scope
 
-    def download(self, path: str) -> bytes:
+        def run(context: ClientContext) -> str:
+            return context.storage_backend.upload(BUCKET, path, body, content_type, bool(upsert), scope)
+
+        return (yield from self._effect(run))
+
+    @operation
+    def download(self, path: str) -> Steps[bytes]:
         """The object's bytes. Raises `NotFoundError` if it does not exist or is not the caller's."""
-        return self._client.storage_backend.download(BUCKET, check_object_path(path), self._scope)
+        path, scope = check_object_path(path), self._scope
+        return (yield from self._effect(lambda context: context.storage_backend.download(BUCKET, path, scope)))
 
-    def remove(self, *paths: str) -> list[str]:
+    @operation
+    def remove(self, *paths: str) -> Steps[builtins.list[str]]:
         """Delete objects; returns the paths actually removed (others were missing or not the caller's)."""
-        checked = [check_object_path(p) for p in paths]
-        return self._client.storage_backend.remove(BUCKET, checked, self._scope)
+        checked, scope = [check_object_path(p) for p in paths], self._scope
+        return (yield from self._effect(lambda context: context.storage_backend.remove(BUCKET, checked, scope)))
 
-    def signed_url(self, path: str, *, expires_in: int = 3600) -> str:
+    @operation
+    def signed_url(self, path: str, *, expires_in: int = 3600) -> Steps[str]:
         """A URL that grants temporary access to the object."""
-        return self._client.storage_backend.signed_url(BUCKET, check_object_path(path), expires_in, self._scope)
+        path, scope = check_object_path(path), self._scope
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+            raise InvalidRequestError(f"expires_in must be a positive number of seconds, not {expires_in!r}")
+        return (
+            yield from self._effect(lambda context: context.storage_backend.signed_url(BUCKET, path, expires_in, scope))
+        )
 
-    def public_url(self, path: str) -> str:
+    @operation
+    def public_url(self, path: str) -> Steps[str]:
         """The object's permanent public URL (the bucket is public; listing is not)."""
-        return self._client.storage_backend.public_url(BUCKET, check_object_path(path))
+        path = check_object_path(path)
+        return (yield from self._effect(lambda context: context.storage_backend.public_url(BUCKET, path)))
+
+
+class Storage(_StorageOperations, SyncResource):
+    """Files in the `images` bucket (see `upload`)."""
+
+
+class AsyncStorage(_StorageOperations, AsyncResource):
+    """Files in the `images` bucket, on the async client (file work runs in a worker thread)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
 from .._exceptions import ConflictError, IdeaExpansionError, NotFoundError, PermissionDeniedError
@@ -11,8 +12,10 @@ from ..backends._base import Delete, Eq, Insert, Select, Update
 from ..types import GitHubSignIn, Provider, User, UserCreate, UserUpdate
 from ..types.ids import IdLike, parse_id
 from ..types.params import email_key, parse_params
-from ._base import Resource, to_model
-from .credentials import Credentials
+from ._base import AsyncResource, ClientContext, Effect, Operations, Steps, SyncResource, operation, to_model
+from .credentials import _CredentialOperations
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -31,7 +34,7 @@ class AuthAdmin(Protocol):
         ...
 
 
-class Users(Resource):
+class _UserOperations(Operations):
     """Profiles (`public.users`). Users read and rename themselves; creation and deletion are the service's.
 
     A profile belongs to a confirmed e-mail address: Supabase Auth users get theirs (by the auth.users
@@ -43,6 +46,7 @@ class Users(Resource):
     the old id and must be stored again). Addresses are printable ASCII.
     """
 
+    @operation
     def sign_in_with_github(
         self,
         *,
@@ -51,7 +55,7 @@ class Users(Resource):
         access_token: str,
         name: str | None = None,
         timezone: str | None = None,
-    ) -> User:
+    ) -> Steps[User]:
         """Create the user on first sign-in (the database gives them 5 free credits), update their name
         (and time zone, when given) later, and store the GitHub token encrypted in `credentials`.
         Service client only.
@@ -75,20 +79,21 @@ class Users(Resource):
             GitHubSignIn, email=email, login=login, access_token=access_token, name=name, timezone=timezone or "UTC"
         )
         encryptor = self._client.encryptor  # fail on a missing key before writing anything
-        auth = self._auth_admin()
-        if auth is not None and not self._rows(Select("users", [Eq("email", params.email)], columns=("id",))):
+        if self._uses_auth_admin() and not (yield Select("users", [Eq("email", params.email)], columns=("id",))):
             # Held by a confirmed auth user, or one too many look-alikes hide (ConflictError): the profile
             # below is the address's, never linked to that older identity.
             with contextlib.suppress(ConflictError):
-                _create_auth_user(auth, params.email, name=params.name or params.login)
+                yield _auth_effect(_create_auth_user, params.email, params.name or params.login)
         row: dict[str, Any] = {"email": params.email, "name": params.name or params.login}
         if timezone is not None:  # an existing user's chosen time zone stays unless one is given
             row["timezone"] = params.timezone
-        user = self._one(User, Insert("users", [row], on_conflict=("email",)), "user")
-        Credentials(self._client).set(Provider.GITHUB, params.access_token, user_id=user.id, _encryptor=encryptor)
+        user = yield from self._one(User, Insert("users", [row], on_conflict=("email",)), "user")
+        credentials = _CredentialOperations(self._client)
+        yield from credentials._store(Provider.GITHUB, params.access_token, user.id, encryptor)
         return user
 
-    def create(self, *, email: str, name: str | None = None, timezone: str = "UTC") -> User:
+    @operation
+    def create(self, *, email: str, name: str | None = None, timezone: str = "UTC") -> Steps[User]:
         """Create a user (service client), whose e-mail address the service vouches for. The database
         creates their usage row with 5 free credits.
 
@@ -106,13 +111,12 @@ class Users(Resource):
             PermissionDeniedError: called from a user client.
         """
         params = parse_params(UserCreate, email=email, name=name, timezone=timezone)
-        auth = self._auth_admin()
-        if auth is None:
-            return self._one(User, Insert("users", [params.model_dump()]), "user")
-        user_id = _create_auth_user(auth, params.email, name=params.name)
+        if not self._uses_auth_admin():
+            return (yield from self._one(User, Insert("users", [params.model_dump()]), "user"))
+        user_id: UUID = yield _auth_effect(_create_auth_user, params.email, params.name)
         try:
             values = {"name": params.name, "timezone": params.timezone}
-            rows = self._rows(Update("users", values, [Eq("id", user_id)]))
+            rows = yield Update("users", values, [Eq("id", user_id)])
             if not rows:
                 raise NotFoundError(
                     f"Supabase Auth created user {user_id}, but the database made no profile for it: are the "
@@ -122,44 +126,48 @@ class Users(Resource):
             return to_model(User, rows[0])
         except BaseException as exc:
             try:  # no person half-created: the auth user goes, and its profile with it
-                auth.delete_auth_user(user_id)
+                yield _auth_effect(_delete_auth_user, user_id)
             except IdeaExpansionError as cleanup:
                 exc.add_note(f"the Supabase Auth user {user_id} could not be deleted: {cleanup}")
             raise
 
-    def _auth_admin(self) -> AuthAdmin | None:
-        """The backend's Supabase Auth admin API, if it has one; only the service client may use it."""
-        backend = self._client.backend
-        if not isinstance(backend, AuthAdmin):
-            return None
+    def _uses_auth_admin(self) -> bool:
+        """Whether people are made in Supabase Auth first (the REST backend); only the service client may."""
+        if self._client.backend_kind != "rest":
+            return False
         if self._scope.role != "service_role":
             raise PermissionDeniedError("only the service client creates users", code="42501")
-        return backend
+        return True
 
-    def get(self, user_id: IdLike) -> User:
+    @operation
+    def get(self, user_id: IdLike) -> Steps[User]:
         """A user by id. Raises `NotFoundError` (also for another user's id on a user client)."""
-        return self._one(User, Select("users", [Eq("id", parse_id(user_id, "user id"))]), "user")
+        return (yield from self._one(User, Select("users", [Eq("id", parse_id(user_id, "user id"))]), "user"))
 
-    def me(self) -> User:
+    @operation
+    def me(self) -> Steps[User]:
         """The user this client acts as."""
-        return self.get(self._owner(None))
+        return (yield from self.get.steps(self._owner(None)))
 
-    def get_by_email(self, email: str) -> User:
+    @operation
+    def get_by_email(self, email: str) -> Steps[User]:
         """A user by e-mail address (case-insensitive)."""
-        key = email_key(email)
+        key = email_key(email) if isinstance(email, str) else None
         if key is None:  # no stored address is anything but ASCII
             raise NotFoundError(f"user {email!r} not found", code="PGRST116")
-        return self._one(User, Select("users", [Eq("email", key)]), f"user {email}")
+        return (yield from self._one(User, Select("users", [Eq("email", key)]), f"user {email}"))
 
-    def update(self, user_id: IdLike, *, name: str | None = None, timezone: str | None = None) -> User:
+    @operation
+    def update(self, user_id: IdLike, *, name: str | None = None, timezone: str | None = None) -> Steps[User]:
         """Change a user's name and/or time zone."""
         params = parse_params(UserUpdate, name=name, timezone=timezone)
         values: dict[str, Any] = params.model_dump(exclude_none=True)
         if not values:
-            return self.get(user_id)
-        return self._one(User, Update("users", values, [Eq("id", parse_id(user_id, "user id"))]), "user")
+            return (yield from self.get.steps(user_id))
+        return (yield from self._one(User, Update("users", values, [Eq("id", parse_id(user_id, "user id"))]), "user"))
 
-    def delete(self, user_id: IdLike) -> None:
+    @operation
+    def delete(self, user_id: IdLike) -> Steps[None]:
         """Delete a user and everything they own (service client).
 
         Their payment receipts and charged credits stay, anonymised, for the books: the database moves
@@ -167,19 +175,42 @@ class Users(Resource):
         back only the free credits this account had left, never a new 5.
         """
         uid = parse_id(user_id, "user id")
-        auth = self._auth_admin()
         in_auth = False
-        if auth is not None:  # REST: the Auth user goes first (its trigger deletes the profile), so the
-            try:  # address is free for a later create instead of stuck on email_exists
-                auth.delete_auth_user(uid)
+        if self._uses_auth_admin():  # REST: the Auth user goes first (its trigger deletes the profile), so
+            try:  # the address is free for a later create instead of stuck on email_exists
+                yield _auth_effect(_delete_auth_user, uid)
                 in_auth = True
             except NotFoundError:  # a profile without an Auth identity
                 pass
-        if not self._rows(Delete("users", [Eq("id", uid)])) and not in_auth:
+        if not (yield Delete("users", [Eq("id", uid)])) and not in_auth:
             raise NotFoundError("user not found", code="PGRST116")
 
 
-def _create_auth_user(auth: AuthAdmin, email: str, *, name: str | None) -> UUID:
+class Users(_UserOperations, SyncResource):
+    """Profiles (`public.users`). Users read and rename themselves; creation and deletion are the service's."""
+
+
+class AsyncUsers(_UserOperations, AsyncResource):
+    """Profiles (`public.users`), on the async client."""
+
+
+def _auth_effect(action: Callable[..., T], *args: Any) -> Effect[T]:
+    """A call to Supabase Auth's admin API (the REST backend's), as a step."""
+
+    def run(context: ClientContext) -> T:
+        backend = context.backend
+        if not isinstance(backend, AuthAdmin):  # pragma: no cover - _uses_auth_admin checked the kind
+            raise IdeaExpansionError(f"{type(backend).__name__} has no Supabase Auth admin API")
+        return action(backend, *args)
+
+    return Effect(run)
+
+
+def _delete_auth_user(auth: AuthAdmin, user_id: UUID) -> None:
+    auth.delete_auth_user(user_id)
+
+
+def _create_auth_user(auth: AuthAdmin, email: str, name: str | None) -> UUID:
     """Create a confirmed Supabase Auth user for an address the service vouches for. An unconfirmed
     sign-up holding the address is deleted first (its password may be a squatter's, and confirming it
     would hand them the person's account); a confirmed holder keeps it (ConflictError).
