@@ -14,9 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from ._client import BackendChoice, ClientKeys, IdeaExpansion, _secret, checked_arguments, resolve_backend
+from ._client import BackendChoice, ClientKeys, IdeaExpansion, checked_arguments, resolve_backend, rest_arguments
 from ._exceptions import ConfigurationError
-from ._jwt import verify_user_token
 from ._settings import Settings
 from .backends._base import AsyncBackend, Scope
 from .crypto import Encryptor
@@ -136,11 +135,7 @@ class AsyncIdeaExpansion:
     def for_access_token(self, access_token: str) -> AsyncIdeaExpansion:
         """A client acting as the holder of a Supabase Auth access token, verified here first (see
         `IdeaExpansion.for_access_token`). A JWKS is fetched (once, then cached) with a blocking request."""
-        secret = self.settings.supabase_jwt_secret
-        plain = secret.get_secret_value() if secret is not None else None
-        user_id = verify_user_token(access_token, secret=plain or None, jwks=self._shared.keys.jwks)
-        direct = self.backend_kind == "postgres"
-        return self._view(Scope("authenticated", user_id=user_id, access_token=None if direct else access_token))
+        return self._view(self._shared.keys.user_scope(access_token, direct=self.backend_kind == "postgres"))
 
     def anonymous(self) -> AsyncIdeaExpansion:
         """A client with no user: what the public may read (public blog posts)."""
@@ -276,10 +271,7 @@ def _build_async_backend(
         from .backends.rest_async import AsyncRestBackend
 
         rest = AsyncRestBackend(
-            settings.require("supabase_url"),
-            service_role_key=settings.require("supabase_service_role_key"),
-            anon_key=_secret(settings.supabase_anon_key),
-            jwt_secret=_secret(settings.supabase_jwt_secret),
+            **rest_arguments(settings),
             httpx_client=httpx_client,
             timeout=timeout,
         )

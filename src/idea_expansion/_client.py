@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeGuard
 
 from ._exceptions import ConfigurationError
 from ._jwt import JwksKeys, jwks_url_for, verify_user_token
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the Supabase stack (supabase-py, httpx) loads only when a R
 
     from .backends.rest import RestBackend
 
-__all__ = ["BackendChoice", "ClientKeys", "IdeaExpansion", "checked_arguments", "resolve_backend"]
+__all__ = ["BackendChoice", "ClientKeys", "IdeaExpansion", "checked_arguments", "resolve_backend", "rest_arguments"]
 
 BackendChoice = Literal["rest", "postgres"]
 
@@ -60,6 +60,23 @@ class ClientKeys:
             return JwksKeys(document=settings.supabase_jwks)
         url = settings.supabase_jwks_url or (jwks_url_for(settings.supabase_url) if settings.supabase_url else None)
         return JwksKeys(url=url) if url else None
+
+    def user_scope(self, access_token: str, *, direct: bool) -> Scope:
+        """The scope of a verified access token's holder (the token itself travels on only through the
+        Supabase API, which verifies it again; direct Postgres sets the claims itself)."""
+        secret = _secret(self.settings.supabase_jwt_secret) or None  # an empty secret verifies nothing
+        user_id = verify_user_token(access_token, secret=secret, jwks=self.jwks)
+        return Scope("authenticated", user_id=user_id, access_token=None if direct else access_token)
+
+
+def rest_arguments(settings: Settings) -> dict[str, Any]:
+    """The Supabase API's URL and keys from the settings, as both REST backends (sync and async) take them."""
+    return {
+        "url": settings.require("supabase_url"),
+        "service_role_key": settings.require("supabase_service_role_key"),
+        "anon_key": _secret(settings.supabase_anon_key),
+        "jwt_secret": _secret(settings.supabase_jwt_secret),
+    }
 
 
 class _Shared:
@@ -165,10 +182,7 @@ class IdeaExpansion:
                 token arrives without SUPABASE_JWT_SECRET.
             ConfigurationError: no JWT secret and no JWKS to verify it with.
         """
-        secret = _secret(self.settings.supabase_jwt_secret) or None  # an empty secret verifies nothing
-        user_id = verify_user_token(access_token, secret=secret, jwks=self._shared.keys.jwks)
-        direct = isinstance(self.backend, PostgresBackend)
-        return self._view(Scope("authenticated", user_id=user_id, access_token=None if direct else access_token))
+        return self._view(self._shared.keys.user_scope(access_token, direct=self.backend_kind == "postgres"))
 
     def anonymous(self) -> IdeaExpansion:
         """A client with no user: what the public may read (public blog posts)."""
@@ -302,10 +316,7 @@ def _build_backend(
         from .backends.rest import RestBackend
 
         rest = RestBackend(
-            settings.require("supabase_url"),
-            service_role_key=settings.require("supabase_service_role_key"),
-            anon_key=_secret(settings.supabase_anon_key),
-            jwt_secret=_secret(settings.supabase_jwt_secret),
+            **rest_arguments(settings),
             httpx_client=httpx_client,
             supabase_client=supabase_client,
             timeout=timeout,

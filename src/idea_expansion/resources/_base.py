@@ -337,6 +337,24 @@ def _bind(function: Callable[..., Steps[Any]], resource: Operations, run: Callab
     return bound
 
 
+def _bound_to(
+    resource: Operations,
+    function: Callable[..., Steps[Any]],
+    run_sync: Callable[..., Any],
+    run_async: Callable[..., Any],
+) -> Any:
+    """What an operation is on `resource`: run by the sync or the async driver, as the resource's client is."""
+    if isinstance(resource, SyncResource):
+        bound = _bind(function, resource, run_sync)
+    elif isinstance(resource, AsyncResource):
+        bound = _bind(function, resource, run_async)
+    else:
+        return _bind(function, resource, _steps_only)
+    # Kept on the resource (which the client keeps): the next access finds it there, not here.
+    resource.__dict__[function.__name__] = bound
+    return bound
+
+
 def _steps_only(resource: Operations, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # pragma: no cover
     raise AssertionError("an operation reached from inside the operations is only `yield from`-ed")
 
@@ -365,17 +383,7 @@ class operation(Generic[P, T]):  # noqa: N801 - a decorator, named like one
     @overload
     def __get__(self, resource: Operations, owner: type[Any] | None = None) -> StepsMethod[P, T]: ...
     def __get__(self, resource: Operations | None, owner: type[Any] | None = None) -> Any:
-        if resource is None:
-            return self
-        if isinstance(resource, SyncResource):
-            bound = _bind(self._function, resource, self._run_sync)
-        elif isinstance(resource, AsyncResource):
-            bound = _bind(self._function, resource, self._run_async)
-        else:
-            return _bind(self._function, resource, _steps_only)
-        # Kept on the resource (which the client keeps): the next access finds it there, not here.
-        resource.__dict__[self._function.__name__] = bound
-        return bound
+        return self if resource is None else _bound_to(resource, self._function, self._run_sync, self._run_async)
 
 
 class paginated(Generic[P, T]):  # noqa: N801 - a decorator, named like one
@@ -432,17 +440,7 @@ class paginated(Generic[P, T]):  # noqa: N801 - a decorator, named like one
     @overload
     def __get__(self, resource: Operations, owner: type[Any] | None = None) -> StepsMethod[P, PageData[T]]: ...
     def __get__(self, resource: Operations | None, owner: type[Any] | None = None) -> Any:
-        if resource is None:
-            return self
-        if isinstance(resource, SyncResource):
-            bound = _bind(self._function, resource, self._run_sync)
-        elif isinstance(resource, AsyncResource):
-            bound = _bind(self._function, resource, self._run_async)
-        else:
-            return _bind(self._function, resource, _steps_only)
-        # Kept on the resource (which the client keeps): the next access finds it there, not here.
-        resource.__dict__[self._function.__name__] = bound
-        return bound
+        return self if resource is None else _bound_to(resource, self._function, self._run_sync, self._run_async)
 
 
 # -- shared helpers ---------------------------------------------------------------------------------------------
