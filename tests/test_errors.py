@@ -394,3 +394,22 @@ def test_an_empty_provider_chain_is_a_configuration_error() -> None:
 
     with pytest.raises(ConfigurationError, match="at least one provider"):
         FallbackProvider([])
+
+
+def test_time_zones_that_are_not_files_are_invalid_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the tzdata package installed, ZoneInfo opens the name as a resource: a very long name is an
+    OSError ("File name too long"), not a ValueError. Such names are refused first, and any OSError
+    from the lookup is an unknown time zone."""
+    import zoneinfo
+
+    from idea_expansion.types.params import UserCreate, parse_params
+
+    with pytest.raises(InvalidRequestError, match="at most 64 characters"):
+        parse_params(UserCreate, email="tz@example.com", timezone="Europe/" + "x" * 300)
+
+    def unreadable(key: str) -> zoneinfo.ZoneInfo:
+        raise OSError(errno.ENAMETOOLONG, "File name too long", key)
+
+    monkeypatch.setattr(zoneinfo, "ZoneInfo", unreadable)
+    with pytest.raises(InvalidRequestError, match="unknown time zone"):
+        parse_params(UserCreate, email="tz@example.com", timezone="Europe/Paris")

@@ -59,9 +59,13 @@ MAX_IMAGES_PER_USER = 1_000
 
 
 def _timezone(value: str) -> str:
+    # At most 64 characters, as users_timezone_length: a longer name is refused before it becomes a file
+    # path, which the tzdata package opens as a resource (OSError "File name too long", not a ValueError).
+    if len(value) > 64:
+        raise ValueError("a time zone name has at most 64 characters (use an IANA name such as 'Europe/Paris')")
     try:
         zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Europe/Paris')") from exc
     return value
 
