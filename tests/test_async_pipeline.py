@@ -29,29 +29,31 @@ def test_enqueue_status_and_expand_are_awaited_and_charge_once(
     own_database: str, encryption_key: str, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with _client(own_database, encryption_key, tmp_path) as client:
-            async with AsyncPipeline(client, provider=OfflineProvider()) as pipeline:
-                user = await client.users.create(email="async-pipeline@example.com")
-                me = client.for_user(user.id)
-                first = await me.ideas.create(title="A queue that explains itself", description="for operators")
-                second = await me.ideas.create(title="Regex explainer", description="a CLI")
+        async with (
+            _client(own_database, encryption_key, tmp_path) as client,
+            AsyncPipeline(client, provider=OfflineProvider()) as pipeline,
+        ):
+            user = await client.users.create(email="async-pipeline@example.com")
+            me = client.for_user(user.id)
+            first = await me.ideas.create(title="A queue that explains itself", description="for operators")
+            second = await me.ideas.create(title="Regex explainer", description="a CLI")
 
-                queued = await pipeline.enqueue(user.id, idea_id=first.id)
-                assert queued.status == ExecutionStatus.QUEUED
-                status = await pipeline.status(queued.id)
-                assert (status.status, status.output_ids) == (ExecutionStatus.QUEUED, [])
+            queued = await pipeline.enqueue(user.id, idea_id=first.id)
+            assert queued.status == ExecutionStatus.QUEUED
+            status = await pipeline.status(queued.id)
+            assert (status.status, status.output_ids) == (ExecutionStatus.QUEUED, [])
 
-                result = await pipeline.expand(user.id, idea_id=second.id, format="image")
-                assert result.execution.status == ExecutionStatus.COMPLETED
-                outputs = [o async for o in me.outputs.list()]
-                assert [type(o.content) for o in outputs] == [ImageContent]
-                assert (await pipeline.status(result.execution.id)).status == ExecutionStatus.COMPLETED
+            result = await pipeline.expand(user.id, idea_id=second.id, format="image")
+            assert result.execution.status == ExecutionStatus.COMPLETED
+            outputs = [o async for o in me.outputs.list()]
+            assert [type(o.content) for o in outputs] == [ImageContent]
+            assert (await pipeline.status(result.execution.id)).status == ExecutionStatus.COMPLETED
 
-                balance = await client.credits.balance(user.id)
-                charges = [c async for c in client.credits.charges(user.id)]
-                # One run finished (captured), one queued (held): 5 free, 2 taken.
-                assert balance.free_expansions_remaining == 3
-                assert sorted(c.status for c in charges) == ["captured", "held"]
+            balance = await client.credits.balance(user.id)
+            charges = [c async for c in client.credits.charges(user.id)]
+            # One run finished (captured), one queued (held): 5 free, 2 taken.
+            assert balance.free_expansions_remaining == 3
+            assert sorted(c.status for c in charges) == ["captured", "held"]
 
     asyncio.run(scenario())
 
