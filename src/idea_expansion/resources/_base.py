@@ -159,10 +159,6 @@ class Operations:
         return rows
 
     @staticmethod
-    def _rpc(request: Rpc) -> Steps[Any]:
-        return (yield request)
-
-    @staticmethod
     def _effect(run: Callable[[ClientContext], T]) -> Steps[T]:
         """Run `run` on a sync client context as one step (see `Effect`)."""
         result: T = yield Effect(run)
@@ -176,12 +172,10 @@ class Operations:
             raise NotFoundError(f"{what} not found (or not visible to this client)", code="PGRST116")
         return rows[0]
 
-    @staticmethod
-    def _one(model: type[M], request: Request, what: str) -> Steps[M]:
-        rows: list[dict[str, Any]] = yield request
-        if not rows:
-            raise NotFoundError(f"{what} not found (or not visible to this client)", code="PGRST116")
-        return to_model(model, rows[0])
+    @classmethod
+    def _one(cls, model: type[M], request: Request, what: str) -> Steps[M]:
+        """The first row a request returned, as `model` (see `_first`)."""
+        return to_model(model, (yield from cls._first(request, what)))
 
     @staticmethod
     def _many(model: type[M], request: Request) -> Steps[list[M]]:
