@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from rich.table import Table
 from ..local import bootstrap, database_kind, find_project, migrate, migration_status, reset, stop_embedded
 from ..local.maintenance import (
     APP_TABLES,
+    Check,
     backup,
     complete_reset,
     doctor,
@@ -22,6 +24,7 @@ from ..local.maintenance import (
 )
 from ._common import (
     DB_URL_HELP,
+    JsonOption,
     command_errors,
     connect,
     console,
@@ -107,16 +110,33 @@ def bootstrap_command(db_url: DbUrl = None) -> None:
 
 
 @db_app.command("status")
-def status_command(db_url: DbUrl = None, project_dir: ProjectDir = None) -> None:
-    """Show applied and pending migrations.
+def status_command(db_url: DbUrl = None, project_dir: ProjectDir = None, json_output: bool = JsonOption) -> None:
+    """Show applied and pending migrations. With --json: {"database_kind", "applied", "pending", "unknown",
+    "migrations": [{"version", "name", "state": "applied" | "pending" | "unknown"}]} on stdout.
 
-    Example: idea-expansion db status
+    Example: idea-expansion db status --json
     """
     with command_errors():
         project = find_project(project_dir)
         with connect(db_url) as conn:
             status = migration_status(conn, project)
-            table = Table(title=f"Migrations ({database_kind(conn)} database)")
+            kind = database_kind(conn)
+            if json_output:
+                done = set(status.applied)
+                migrations = [
+                    {"version": m.version, "name": m.name, "state": "applied" if m.version in done else "pending"}
+                    for m in project.migrations()
+                ] + [{"version": v, "name": None, "state": "unknown"} for v in status.unknown]
+                document = {
+                    "database_kind": kind,
+                    "applied": len(status.applied),
+                    "pending": len(status.pending),
+                    "unknown": len(status.unknown),
+                    "migrations": migrations,
+                }
+                typer.echo(json.dumps(document, indent=2))
+                return
+            table = Table(title=f"Migrations ({kind} database)")
             for column in ("version", "name", "state"):
                 table.add_column(column)
             applied = set(status.applied)
@@ -128,27 +148,50 @@ def status_command(db_url: DbUrl = None, project_dir: ProjectDir = None) -> None
             console.print(table)
 
 
-@db_app.command("doctor")
-def doctor_command(db_url: DbUrl = None, project_dir: ProjectDir = None) -> None:
-    """Check the database: connection, tables, RLS, policies, functions and grants, triggers, the images
-    bucket and the migration history. Exit code 1 when any check fails.
+_RESULT = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skipped[/]"}
 
-    Example: idea-expansion db doctor
+
+@db_app.command("doctor")
+def doctor_command(db_url: DbUrl = None, project_dir: ProjectDir = None, json_output: bool = JsonOption) -> None:
+    """Check the database: connection, tables, RLS, policies, functions and grants, triggers, the images
+    bucket, the migration history and the Realtime publication (skipped where the database is not
+    Supabase's). Exit code 1 when any check fails, an empty or half-migrated database included. With
+    --json: {"ok", "checks": [{"name", "status": "pass" | "fail" | "skip", "detail", "fix"}]} on stdout.
+
+    Example: idea-expansion db doctor --json
     """
     with command_errors():
         project = find_project(project_dir)
         with connect(db_url) as conn:
             checks = doctor(conn, project)
-        table = Table(title="Database doctor")
-        for column in ("check", "result", "details", "fix"):
-            table.add_column(column, overflow="fold")
-        for check in checks:
-            table.add_row(check.name, "[green]pass[/]" if check.passed else "[red]FAIL[/]", check.detail, check.fix)
-        console.print(table)
-        failed = [c for c in checks if not c.passed]
+        failed = [c for c in checks if c.failed]
+        if json_output:
+            document = {
+                "ok": not failed,
+                "checks": [{"name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix} for c in checks],
+            }
+            typer.echo(json.dumps(document, indent=2))
+        else:
+            _print_checks(checks)
+        ran = [c for c in checks if c.status != "skip"]
         if failed:
-            fail(f"{len(failed)} of {len(checks)} checks failed: {', '.join(c.name for c in failed)}")
-        console.print(f"[green]all {len(checks)} checks passed[/]")
+            # An empty or half-migrated database: say so, not just which objects are missing.
+            history = next((c for c in failed if c.name == "migration history"), None)
+            state = history.detail.split(";")[0] if history else ""
+            hint = f"; {state}: run idea-expansion db migrate" if state.startswith(("no migrations", "half")) else ""
+            fail(f"{len(failed)} of {len(ran)} checks failed: {', '.join(c.name for c in failed)}{hint}")
+        if not json_output:
+            skipped = len(checks) - len(ran)
+            console.print(f"[green]all {len(ran)} checks passed[/]" + (f" ({skipped} skipped)" if skipped else ""))
+
+
+def _print_checks(checks: list[Check]) -> None:
+    table = Table(title="Database doctor")
+    for column in ("check", "result", "details", "fix"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        table.add_row(check.name, _RESULT[check.status], literal(check.detail), literal(check.fix))
+    console.print(table)
 
 
 @db_app.command("reset-data")

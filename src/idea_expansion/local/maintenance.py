@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import psycopg
 from psycopg import sql
@@ -30,6 +30,7 @@ __all__ = [
     "APP_TABLES",
     "BACKUP_TABLES",
     "Check",
+    "CheckStatus",
     "backup",
     "complete_reset",
     "doctor",
@@ -82,20 +83,22 @@ STORAGE_POLICIES = {
     "Users can update their own images",
     "Users can delete their own images",
 }
-# function signature -> roles that must (and must alone) be able to execute it
+# public function -> roles that must (and must alone) be able to execute it, in every signature it has. By name:
+# a migration that changes a function's arguments changes no line here (the migration history check
+# tells a database with the old version), and a stale overload left behind is checked too.
 EXPECTED_FUNCTIONS = {
-    "check_user_has_credits(uuid)": {"authenticated", "service_role"},
-    "consume_expansion_credit(uuid,uuid)": {"service_role"},
-    "add_paid_credits(uuid,integer,numeric,text,text,text)": {"service_role"},
-    "start_expansion(uuid,uuid,text,uuid,boolean,boolean)": {"service_role"},
-    "claim_next_expansion(text)": {"service_role"},
-    "record_expansion_stage(uuid,text)": {"service_role"},
-    "record_expansion_evaluation(uuid,integer,text)": {"service_role"},
-    "finish_expansion(uuid,text,integer,integer,text,text,text,jsonb,text,text)": {"service_role"},
-    "record_expansion_delivery(uuid,text,text,text,jsonb)": {"service_role"},
-    "reap_stale_expansions(interval)": {"service_role"},
-    "expansion_status(uuid)": {"authenticated", "service_role"},
-    "refund_payment(uuid,text)": {"service_role"},
+    "check_user_has_credits": {"authenticated", "service_role"},
+    "consume_expansion_credit": {"service_role"},
+    "add_paid_credits": {"service_role"},
+    "start_expansion": {"service_role"},
+    "claim_next_expansion": {"service_role"},
+    "record_expansion_stage": {"service_role"},
+    "record_expansion_evaluation": {"service_role"},
+    "finish_expansion": {"service_role"},
+    "record_expansion_delivery": {"service_role"},
+    "reap_stale_expansions": {"service_role"},
+    "expansion_status": {"authenticated", "service_role"},
+    "refund_payment": {"service_role"},
 }
 EXPECTED_TRIGGERS = {
     ("public", "users", "users_set_updated_at"),
@@ -115,28 +118,51 @@ EXPECTED_TRIGGERS = {
     ("auth", "users", "on_auth_user_deleted"),
 }
 _ROLES = ("anon", "authenticated", "service_role")
+# The tables a Supabase client watches for live progress (20260101002700_realtime_publication.sql).
+REALTIME_PUBLICATION = "supabase_realtime"
+REALTIME_TABLES = ("executions", "outputs")
+
+CheckStatus = Literal["pass", "fail", "skip"]
 
 
 @dataclass(frozen=True)
 class Check:
-    """One doctor check: what was checked, whether it passed, what was found and how to fix it."""
+    """One doctor check: what was checked, its outcome, what was found and how to fix it.
+
+    `status` is "pass", "fail", or "skip" (the check does not apply to this database, e.g. the Realtime
+    publication on a database that is not Supabase's); only "fail" makes the doctor fail."""
 
     name: str
-    passed: bool
+    status: CheckStatus
     detail: str
     fix: str = ""
 
+    @property
+    def passed(self) -> bool:
+        """The check ran and passed."""
+        return self.status == "pass"
+
+    @property
+    def failed(self) -> bool:
+        """The check ran and failed."""
+        return self.status == "fail"
+
 
 def doctor(conn: psycopg.Connection[Any], project: SupabaseProject) -> list[Check]:
-    """The guide's troubleshooting steps as checks. Never raises for a failed check."""
+    """The guide's troubleshooting steps as checks. Never raises for a failed check.
+
+    A check of objects the migrations make fails when they are missing, so an empty or half-migrated
+    database fails (a table that does not exist never "has row-level security")."""
     checks: list[Check] = []
 
-    def check(name: str, fix: str, probe: Callable[[], tuple[bool, str]]) -> None:
+    def check(name: str, fix: str, probe: Callable[[], tuple[bool | Literal["skip"], str]]) -> None:
+        status: CheckStatus
         try:
-            passed, detail = probe()
+            outcome, detail = probe()
+            status = "skip" if outcome == "skip" else "pass" if outcome else "fail"
         except psycopg.Error as exc:
-            passed, detail = False, f"query failed: {exc.diag.message_primary or exc}"
-        checks.append(Check(name, passed, detail, "" if passed else fix))
+            status, detail = "fail", f"query failed: {exc.diag.message_primary or exc}"
+        checks.append(Check(name, status, detail, fix if status == "fail" else ""))
 
     def connection() -> tuple[bool, str]:
         row = conn.execute("select current_setting('server_version'), current_user, current_database()").fetchone()
@@ -159,16 +185,28 @@ def doctor(conn: psycopg.Connection[Any], project: SupabaseProject) -> list[Chec
     check("tables", "apply the migrations: idea-expansion db migrate (or db reset)", tables)
 
     def rls() -> tuple[bool, str]:
-        off = [
-            r[0]
-            for r in conn.execute(
-                "select c.relname from pg_class c where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' "
-                "and not c.relrowsecurity"
-            )
-        ]
-        return not off, f"RLS disabled on: {', '.join(off)}" if off else "enabled on every public table"
+        rows = conn.execute(
+            "select c.relname, c.relrowsecurity from pg_class c "
+            "where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p') order by c.relname"
+        ).fetchall()
+        present = {str(name) for name, _ in rows}
+        # RLS of a table that does not exist is not "enabled": no tables here is a failure, not a pass.
+        missing = [t for t in APP_TABLES if t not in present]
+        off = [str(name) for name, secured in rows if not secured]
+        problems = []
+        if missing:
+            problems.append(f"no such table to protect: {', '.join(missing)}")
+        if off:
+            problems.append(f"RLS disabled on: {', '.join(off)}")
+        if problems:
+            return False, "; ".join(problems)
+        return True, f"enabled on every public table ({len(rows)})"
 
-    check("row-level security", "alter table public.<table> enable row level security (or db reset)", rls)
+    check(
+        "row-level security",
+        "apply the migrations (db migrate); a table left open: alter table public.<table> enable row level security",
+        rls,
+    )
 
     def policies() -> tuple[bool, str]:
         found: dict[str, set[str]] = {}
@@ -187,18 +225,22 @@ def doctor(conn: psycopg.Connection[Any], project: SupabaseProject) -> list[Chec
 
     def functions() -> tuple[bool, str]:
         problems = []
-        for signature, allowed in EXPECTED_FUNCTIONS.items():
-            name, args = signature.split("(")
-            oid_row = conn.execute("select to_regprocedure(%s)", (f"public.{name}({args}",)).fetchone()
-            if oid_row is None or oid_row[0] is None:
-                problems.append(f"{signature} missing")
-                continue
-            for role in _ROLES:
-                can = conn.execute(
-                    "select has_function_privilege(%s, %s, 'execute')", (role, f"public.{name}({args}")
-                ).fetchone()
-                if can is not None and bool(can[0]) != (role in allowed):
-                    problems.append(f"{signature}: {role} {'can' if can[0] else 'cannot'} execute")
+        for name, allowed in EXPECTED_FUNCTIONS.items():
+            signatures = [
+                (int(r[0]), str(r[1]))
+                for r in conn.execute(
+                    "select p.oid, p.oid::regprocedure::text from pg_catalog.pg_proc p "
+                    "where p.pronamespace = 'public'::regnamespace and p.proname = %s order by 2",
+                    (name,),
+                )
+            ]
+            if not signatures:
+                problems.append(f"{name} missing")
+            for oid, signature in signatures:
+                for role in _ROLES:
+                    can = conn.execute("select has_function_privilege(%s, %s::oid, 'execute')", (role, oid)).fetchone()
+                    if can is not None and bool(can[0]) != (role in allowed):
+                        problems.append(f"{signature}: {role} {'can' if can[0] else 'cannot'} execute")
         ok = not problems
         return ok, "; ".join(problems) if problems else f"{len(EXPECTED_FUNCTIONS)} functions, grants as expected"
 
@@ -238,6 +280,11 @@ def doctor(conn: psycopg.Connection[Any], project: SupabaseProject) -> list[Chec
         status = migration_status(conn, project)
         if status.pending or status.unknown:
             parts = []
+            shipped = len(status.applied) + len(status.pending)
+            if not status.applied and not status.unknown:
+                parts.append(f"no migrations applied: the database is empty ({shipped} shipped)")
+            elif status.pending:
+                parts.append(f"half-migrated: {len(status.applied)} of {shipped} migrations applied")
             if status.pending:
                 parts.append("pending: " + ", ".join(m.version for m in status.pending))
             if status.unknown:
@@ -246,6 +293,44 @@ def doctor(conn: psycopg.Connection[Any], project: SupabaseProject) -> list[Chec
         return True, f"{len(status.applied)} migrations applied, matching the files"
 
     check("migration history", "idea-expansion db migrate (pending) or update this checkout (unknown)", history)
+
+    def realtime() -> tuple[bool | Literal["skip"], str]:
+        publication = conn.execute(
+            "select puballtables, pubinsert, pubupdate from pg_catalog.pg_publication where pubname = %s",
+            (REALTIME_PUBLICATION,),
+        ).fetchone()
+        if publication is None:
+            if database_kind(conn) != "supabase":
+                return (
+                    "skip",
+                    f"not a Supabase database: no {REALTIME_PUBLICATION} publication (live progress needs Realtime)",
+                )
+            return False, f"this Supabase database has no {REALTIME_PUBLICATION} publication"
+        published = {
+            str(r[0])
+            for r in conn.execute(
+                "select tablename from pg_catalog.pg_publication_tables "
+                "where pubname = %s and schemaname = 'public' and tablename = any(%s)",
+                (REALTIME_PUBLICATION, list(REALTIME_TABLES)),
+            )
+        }
+        problems = [f"public.{t} is not in {REALTIME_PUBLICATION}" for t in REALTIME_TABLES if t not in published]
+        problems += [
+            f"{REALTIME_PUBLICATION} does not publish {what}s"
+            for what, on in (("insert", publication[1]), ("update", publication[2]))
+            if not on
+        ]
+        if problems:
+            return False, "; ".join(problems)
+        how = " (a publication for all tables)" if publication[0] else ""
+        return True, f"public.executions and public.outputs are in {REALTIME_PUBLICATION}{how}"
+
+    check(
+        "realtime publication",
+        f"apply the migrations (db migrate); for a publication made after they ran: "
+        f"alter publication {REALTIME_PUBLICATION} add table public.<the missing table>",
+        realtime,
+    )
     return checks
 
 
