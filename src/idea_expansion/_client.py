@@ -15,7 +15,7 @@ from ._jwt import JwksKeys, jwks_url_for, verify_user_token
 from ._settings import Settings
 from .backends._base import Backend, Scope
 from .backends.postgres import PostgresBackend
-from .backends.storage import LocalStorage, RestStorage, StorageBackend
+from .backends.storage import LocalStorage, PostgresStorage, RestStorage, StorageBackend, SupabaseStorage
 from .crypto import Encryptor, parse_key
 from .resources.credentials import Credentials
 from .resources.credits import Credits
@@ -63,10 +63,12 @@ class ClientKeys:
 
     def user_scope(self, access_token: str, *, direct: bool) -> Scope:
         """The scope of a verified access token's holder (the token itself travels on only through the
-        Supabase API, which verifies it again; direct Postgres sets the claims itself)."""
+        Supabase API, which verifies it again: the REST backend's, or Supabase Storage's beside direct
+        Postgres; direct Postgres sets the claims itself)."""
         secret = _secret(self.settings.supabase_jwt_secret) or None  # an empty secret verifies nothing
         user_id = verify_user_token(access_token, secret=secret, jwks=self.jwks)
-        return Scope("authenticated", user_id=user_id, access_token=None if direct else access_token)
+        forwarded = not direct or supabase_storage_configured(self.settings)
+        return Scope("authenticated", user_id=user_id, access_token=access_token if forwarded else None)
 
 
 def rest_arguments(settings: Settings) -> dict[str, Any]:
@@ -122,8 +124,11 @@ class IdeaExpansion:
                 local database is never started unasked: use `IdeaExpansion.local()`).
             database_url: Overrides DATABASE_URL for the Postgres backend; `"embedded"` is the local database.
             supabase_client: An existing supabase-py client to wrap (REST backend).
-            httpx_client: The httpx client the REST backend sends through (tests inject one).
-            storage_dir: Where the Postgres backend keeps stored files.
+            httpx_client: The httpx client the REST backend sends through (tests inject one); with the
+                Postgres backend, the one Supabase Storage is reached through (see `storage_dir`).
+            storage_dir: Where the Postgres backend keeps stored files. On a Supabase project's own
+                database they go to Supabase Storage instead when SUPABASE_URL and
+                SUPABASE_SERVICE_ROLE_KEY are set, and are refused when not (`storage.available`).
             timeout: Seconds before a request or a connection attempt gives up.
 
         Raises:
@@ -258,7 +263,11 @@ class IdeaExpansion:
         """Release the connection pool / HTTP client (views share them: close the root client)."""
         if not self._shared.closed:
             self._shared.closed = True
-            self._shared.backend.close()
+            try:
+                self._shared.backend.close()
+            finally:
+                if isinstance(self._shared.storage, PostgresStorage):
+                    self._shared.storage.close()
 
     def __enter__(self) -> Self:
         return self
@@ -307,7 +316,7 @@ def _build_backend(
 ) -> tuple[Backend, StorageBackend]:
     if choice is not None and not isinstance(choice, str):
         if isinstance(choice, PostgresBackend):
-            return choice, LocalStorage(choice, _storage_root(settings, storage_dir))
+            return choice, _postgres_storage(settings, choice, storage_dir, httpx_client, timeout)
         if _is_rest(choice):
             return choice, RestStorage(choice)
         raise ConfigurationError("backend must be 'rest', 'postgres', a RestBackend or a PostgresBackend")
@@ -324,7 +333,29 @@ def _build_backend(
         return rest, RestStorage(rest)
     assert url is not None
     postgres = PostgresBackend(url, timeout=timeout)
-    return postgres, LocalStorage(postgres, _storage_root(settings, storage_dir))
+    return postgres, _postgres_storage(settings, postgres, storage_dir, httpx_client, timeout)
+
+
+def supabase_storage_configured(settings: Settings) -> bool:
+    """Whether the settings name a Supabase API for files (SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)."""
+    return bool(settings.supabase_url and _secret(settings.supabase_service_role_key))
+
+
+def _postgres_storage(
+    settings: Settings,
+    backend: PostgresBackend,
+    storage_dir: str | Path | None,
+    httpx_client: httpx.Client | None,
+    timeout: float,
+) -> PostgresStorage:
+    """The Postgres backend's storage: the local folder, and Supabase Storage (built on first use) for a
+    Supabase project's own database when the settings name its API."""
+    supabase = (
+        SupabaseStorage(**rest_arguments(settings), httpx_client=httpx_client, timeout=timeout)
+        if supabase_storage_configured(settings)
+        else None
+    )
+    return PostgresStorage(LocalStorage(backend, _storage_root(settings, storage_dir)), supabase)
 
 
 def resolve_backend(

@@ -1,12 +1,17 @@
 """File storage for the `images` bucket: Supabase Storage over REST, or a local directory beside a
 direct Postgres database. Both enforce the same rules the same way: the object's row in
-`storage.objects` is written or read as the caller, so the bucket's RLS policies decide."""
+`storage.objects` is written or read as the caller, so the bucket's RLS policies decide.
+
+A direct Postgres database that is a Supabase project's own keeps its files in Supabase Storage, whose
+API writes those rows: `PostgresStorage` sends them there (`SupabaseStorage`) when SUPABASE_URL and
+SUPABASE_SERVICE_ROLE_KEY are set, and refuses them otherwise (`available` is then False)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -26,10 +31,20 @@ from ..types.params import is_utf8
 from ._base import Scope
 from .postgres import PostgresBackend
 
-if TYPE_CHECKING:  # the REST stack loads only when a REST client is built
+if TYPE_CHECKING:  # the REST stack loads only when a REST client is built, or a file goes to Supabase Storage
+    import httpx
+
     from .rest import RestBackend
 
-__all__ = ["LocalStorage", "RestStorage", "StorageBackend", "check_object_path"]
+__all__ = [
+    "LocalStorage",
+    "PostgresStorage",
+    "RestStorage",
+    "StorageBackend",
+    "SupabaseStorage",
+    "check_object_path",
+    "supabase_public_url",
+]
 
 
 def check_object_path(path: str) -> str:
@@ -46,7 +61,17 @@ def check_object_path(path: str) -> str:
     return path
 
 
+def supabase_public_url(url: str, bucket: str, path: str) -> str:
+    """An object's permanent URL in a public bucket of the Supabase project at `url`."""
+    return f"{url.rstrip('/')}/storage/v1/object/public/{quote(bucket)}/{quote(path, safe='/')}"
+
+
 class StorageBackend(Protocol):
+    @property
+    def available(self) -> bool:
+        """Whether files can be stored at all (see `PostgresStorage`)."""
+        ...
+
     def upload(self, bucket: str, path: str, data: bytes, content_type: str, upsert: bool, scope: Scope) -> str: ...
     def download(self, bucket: str, path: str, scope: Scope) -> bytes: ...
     def remove(self, bucket: str, paths: list[str], scope: Scope) -> list[str]: ...
@@ -59,6 +84,10 @@ class RestStorage:
 
     def __init__(self, backend: RestBackend) -> None:
         self._backend = backend
+
+    @property
+    def available(self) -> bool:
+        return True
 
     def upload(self, bucket: str, path: str, data: bytes, content_type: str, upsert: bool, scope: Scope) -> str:
         options: Any = {"content-type": content_type, "upsert": "true" if upsert else "false"}
@@ -78,7 +107,82 @@ class RestStorage:
         return str(response.get("signedURL") or response.get("signedUrl"))
 
     def public_url(self, bucket: str, path: str) -> str:
-        return f"{self._backend.url}/storage/v1/object/public/{quote(bucket)}/{quote(path, safe='/')}"
+        return supabase_public_url(self._backend.url, bucket, path)
+
+
+class SupabaseStorage:
+    """Supabase Storage beside a direct Postgres database: rows go to the database, files through the
+    Storage API of the project at `url` (storage3, over `RestStorage` and `RestBackend`).
+
+    Each scope sends what the REST backend sends: the service role its key; a user the anon key as
+    `apikey` and their token (the access token the view was made with, or one minted with the JWT
+    secret) as `Authorization`, so the bucket's policies decide as they do for the REST backend.
+    Nothing of the REST stack (supabase-py, httpx) is imported, and no HTTP client built, before the
+    first file request: a client that stores no file never pays for them. `public_url` needs neither.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        service_role_key: str,
+        anon_key: str | None = None,
+        jwt_secret: str | None = None,
+        httpx_client: httpx.Client | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._arguments: dict[str, Any] = {
+            "service_role_key": service_role_key,
+            "anon_key": anon_key,
+            "jwt_secret": jwt_secret,
+            "httpx_client": httpx_client,
+            "timeout": timeout,
+        }
+        self._lock = threading.Lock()
+        self._backend: RestBackend | None = None
+        self._storage: RestStorage | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SupabaseStorage(url={self.url!r})"
+
+    @property
+    def available(self) -> bool:
+        return True
+
+    def _rest(self) -> RestStorage:
+        with self._lock:
+            if self._closed:
+                raise ConfigurationError("this client is closed")
+            if self._storage is None:
+                from .rest import RestBackend
+
+                self._backend = RestBackend(self.url, **self._arguments)
+                self._storage = RestStorage(self._backend)
+            return self._storage
+
+    def upload(self, bucket: str, path: str, data: bytes, content_type: str, upsert: bool, scope: Scope) -> str:
+        return self._rest().upload(bucket, path, data, content_type, upsert, scope)
+
+    def download(self, bucket: str, path: str, scope: Scope) -> bytes:
+        return self._rest().download(bucket, path, scope)
+
+    def remove(self, bucket: str, paths: list[str], scope: Scope) -> list[str]:
+        return self._rest().remove(bucket, paths, scope)
+
+    def signed_url(self, bucket: str, path: str, expires_in: int, scope: Scope) -> str:
+        return self._rest().signed_url(bucket, path, expires_in, scope)
+
+    def public_url(self, bucket: str, path: str) -> str:
+        return supabase_public_url(self.url, bucket, path)
+
+    def close(self) -> None:
+        """Close the HTTP client, if the first file request built one (and refuse requests from now on)."""
+        with self._lock:
+            self._closed, backend, self._backend, self._storage = True, self._backend, None, None
+        if backend is not None:
+            backend.close()
 
 
 class LocalStorage:
@@ -102,13 +206,24 @@ class LocalStorage:
         self.root = root
         self._limits: dict[str, tuple[float, int | None, list[str] | None]] = {}
 
+    @property
+    def on_supabase(self) -> bool:
+        """Whether the database is a Supabase project's own (`database_kind() == "supabase"`)."""
+        return self._backend.database_kind() == "supabase"
+
+    @property
+    def available(self) -> bool:
+        """False on a Supabase project's database, whose files this folder cannot hold."""
+        return not self.on_supabase
+
     def _ensure_not_supabase(self) -> None:
         # On a real Supabase database, storage.objects belongs to Supabase Storage: rows written here
-        # would point at files only this machine has. Use the REST backend (SUPABASE_URL) there.
-        if self._backend.database_kind() == "supabase":
+        # would point at files only this machine has. Its API must store them (see PostgresStorage).
+        if self.on_supabase:
             raise ConfigurationError(
-                "this is a Supabase database: store files through Supabase Storage by setting SUPABASE_URL "
-                "and SUPABASE_SERVICE_ROLE_KEY (the REST backend), not in a local directory"
+                "this is a Supabase database, whose files belong to Supabase Storage, not a local directory: "
+                "set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY beside DATABASE_URL (rows stay direct, files go "
+                "through the Storage API)"
             )
 
     def _file(self, bucket: str, path: str) -> Path:
@@ -303,3 +418,54 @@ class LocalStorage:
                 handle = held.enter_context(open(locks / name, "a+b"))
                 fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+class PostgresStorage:
+    """The files of a client on direct Postgres: in the local folder `local`, except on a database that
+    is a Supabase project's own (`database_kind() == "supabase"`, asked once), where they go through
+    `supabase` (Supabase Storage: SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY were set) or, without it,
+    are refused with `ConfigurationError` (`available` is then False, so callers can refuse earlier).
+
+    A database that is not Supabase's (plain, or bootstrapped by `idea-expansion db reset`) keeps its
+    files in the folder even when SUPABASE_URL is set: another project's Storage cannot hold them.
+    """
+
+    def __init__(self, local: LocalStorage, supabase: SupabaseStorage | None = None) -> None:
+        self.local = local
+        self.supabase = supabase
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage(root={str(self.root)!r}, supabase={self.supabase!r})"
+
+    @property
+    def root(self) -> Path:
+        """The local folder (what a worker process is rebuilt with)."""
+        return self.local.root
+
+    def _target(self) -> StorageBackend:
+        if self.supabase is not None and self.local.on_supabase:
+            return self.supabase
+        return self.local
+
+    @property
+    def available(self) -> bool:
+        return self._target().available
+
+    def upload(self, bucket: str, path: str, data: bytes, content_type: str, upsert: bool, scope: Scope) -> str:
+        return self._target().upload(bucket, path, data, content_type, upsert, scope)
+
+    def download(self, bucket: str, path: str, scope: Scope) -> bytes:
+        return self._target().download(bucket, path, scope)
+
+    def remove(self, bucket: str, paths: list[str], scope: Scope) -> list[str]:
+        return self._target().remove(bucket, paths, scope)
+
+    def signed_url(self, bucket: str, path: str, expires_in: int, scope: Scope) -> str:
+        return self._target().signed_url(bucket, path, expires_in, scope)
+
+    def public_url(self, bucket: str, path: str) -> str:
+        return self._target().public_url(bucket, path)
+
+    def close(self) -> None:
+        if self.supabase is not None:
+            self.supabase.close()

@@ -70,6 +70,21 @@ class _StorageOperations(Operations):
 class Storage(_StorageOperations, SyncResource):
     """Files in the `images` bucket (see `upload`)."""
 
+    @property
+    def available(self) -> bool:
+        """Whether this client can store files. False only on direct Postgres to a Supabase project's own
+        database without SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY: its files belong to Supabase Storage,
+        which the client then cannot reach, so every upload would fail (ask before holding a credit for
+        work that stores a file). The first answer may ask the database what it is; it is kept."""
+        return self._client.storage_backend.available
+
 
 class AsyncStorage(_StorageOperations, AsyncResource):
     """Files in the `images` bucket, on the async client (file work runs in a worker thread)."""
+
+    @property
+    def available(self) -> bool:
+        """Whether this client can store files (see `Storage.available`). It is the sync twin's answer: the
+        first read may build the twin and ask the database (blocking calls), so read it once at start-up
+        or in a worker thread; it is kept."""
+        return self._client.sync_context().storage_backend.available
