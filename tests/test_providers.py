@@ -17,7 +17,7 @@ import respx
 
 from idea_expansion.pipeline import AnthropicProvider, FallbackProvider, OfflineProvider, OpenAIProvider, ProviderError
 from idea_expansion.pipeline.content import BlogDraft, JudgeVerdict
-from idea_expansion.pipeline.providers import IdeaBrief
+from idea_expansion.pipeline.providers import IdeaBrief, RenderedImage
 
 IDEA = IdeaBrief("Explain regexes", "Paste a pattern, read it in words.", ("offline",), ())
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
@@ -55,6 +55,7 @@ def test_openai_structured_output_and_usage() -> None:
         completion = openai().generate("judge", JudgeVerdict, idea=IDEA, instructions="Score it.")
     assert completion.value == JudgeVerdict(score=81, reasoning="Concrete and small.")
     assert (completion.input_tokens, completion.output_tokens, completion.tokens) == (412, 58, 470)
+    assert (completion.provider, completion.model) == ("openai", "gpt-4o-mini-2024-07-18")  # what the API said
     request = route.calls.last.request
     body = json.loads(request.content)
     assert request.headers["authorization"] == "Bearer sk-test"
@@ -203,7 +204,11 @@ def test_fallback_uses_the_next_provider_and_names_every_failure() -> None:
         )
     )
     chain = FallbackProvider([failing, OfflineProvider()])
-    assert chain.generate("blog_post", BlogDraft, idea=IDEA, instructions="").model == "offline-templates"
+    completion = chain.generate("blog_post", BlogDraft, idea=IDEA, instructions="")
+    assert (completion.model, completion.provider) == ("offline-templates", "offline")
+    assert completion.fell_back_to_offline
+    assert len(completion.fallback_errors) == 1
+    assert completion.fallback_errors[0].startswith("anthropic:claude-haiku-4-5: Anthropic request failed")
     with pytest.raises(ProviderError, match=r"every provider failed.*anthropic:claude-haiku-4-5.*bad"):
         FallbackProvider([failing]).generate("judge", JudgeVerdict, idea=IDEA, instructions="")
 
@@ -230,8 +235,9 @@ def test_openai_images_render_a_real_png() -> None:
             return_value=httpx.Response(200, json=body)
         )
         renderer = OpenAIImageRenderer(api_key="sk-test", http_client=httpx.Client(), max_retries=0)
-        data, width, height, tokens = renderer.render("A poster for the spring meetup")
-    assert (data, width, height, tokens) == (png, 1536, 1024, 4204)
+        image = renderer.render("A poster for the spring meetup")
+    # The size is the PNG's own (this one is a 1200x630 card), not the size asked for.
+    assert image == RenderedImage(png, 1200, 630, "openai", "gpt-image-1", input_tokens=44, output_tokens=4160)
     assert json.loads(route.calls.last.request.content) == {
         "model": "gpt-image-1",
         "prompt": "A poster for the spring meetup",

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, Json, SecretStr, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["Settings"]
+__all__ = ["ImageMode", "ModelTask", "Settings"]
+
+ModelTask = Literal["judge", "choose_format", "plan", "blog_post", "twitter_thread", "github_repo", "image", "review"]
+"""The model calls of a run (`pipeline.providers.Task` is this type): keys of the per-task model settings."""
+
+ImageMode = Literal["none", "card", "model"]
+"""How images are made: none at all, a rendered title card (offline), or an image model (OpenAI Images API)."""
+
+ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 _HOW_TO = {
     "database_url": "set DATABASE_URL to a PostgreSQL URL, e.g. postgresql://postgres@127.0.0.1:54322/postgres, "
@@ -18,8 +28,10 @@ _HOW_TO = {
     "supabase_service_role_key": "set SUPABASE_SERVICE_ROLE_KEY (Dashboard -> Settings -> API, or `supabase status`)",
     "supabase_anon_key": "set SUPABASE_ANON_KEY (Dashboard -> Settings -> API, or `supabase status`)",
     "supabase_jwt_secret": "set SUPABASE_JWT_SECRET (Dashboard -> Settings -> API -> JWT secret)",
-    "openai_api_key": "set OPENAI_API_KEY (platform.openai.com -> API keys)",
-    "anthropic_api_key": "set ANTHROPIC_API_KEY (console.anthropic.com -> API keys)",
+    "openai_api_key": "set OPENAI_API_KEY (platform.openai.com -> API keys), or OPENAI_BASE_URL to an "
+    "OpenAI-compatible server that needs no key (Ollama, vLLM)",
+    "anthropic_api_key": "set ANTHROPIC_API_KEY (console.anthropic.com -> API keys), or ANTHROPIC_BASE_URL to a "
+    "compatible server that needs no key",
     "encryption_key": 'set ENCRYPTION_KEY to 64 hex characters; generate one with: python -c "import secrets; '
     'print(secrets.token_hex(32))"',
 }
@@ -28,7 +40,11 @@ _HOW_TO = {
 class Settings(BaseSettings):
     """Configuration from the environment (and `.env`), under the names Supabase projects already use."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # protected_namespaces: model_timeout and model_max_retries are settings, not pydantic's model_* API
+    # (older pydantic-settings protect all of "model_" and warn).
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", protected_namespaces=("settings_",)
+    )
 
     database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "IDEA_EXPANSION_DATABASE_URL")
@@ -83,6 +99,81 @@ class Settings(BaseSettings):
 
     provider: str = Field(default="offline", validation_alias=AliasChoices("IDEA_EXPANSION_PROVIDER"))
     """Model providers in fallback order, comma-separated: offline (default), openai, anthropic."""
+
+    openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    """An OpenAI-compatible server instead of api.openai.com, e.g. http://127.0.0.1:11434/v1 (Ollama) or
+    http://127.0.0.1:8000/v1 (vLLM). With it, OPENAI_API_KEY is optional."""
+
+    openai_model: ModelName = Field(default="gpt-4o-mini", validation_alias=AliasChoices("IDEA_EXPANSION_OPENAI_MODEL"))
+    """The OpenAI (or OpenAI-compatible) model for every task without its own in IDEA_EXPANSION_OPENAI_MODELS."""
+
+    # Json[...]: pydantic parses the value itself, so a malformed one is a ValidationError naming the variable.
+    openai_models: Json[dict[ModelTask, ModelName]] = Field(
+        default_factory=dict, validation_alias=AliasChoices("IDEA_EXPANSION_OPENAI_MODELS")
+    )
+    """A model per task, JSON: {"github_repo": "gpt-4.1", "judge": "gpt-4o-mini"}; the keys are tasks."""
+
+    anthropic_base_url: str | None = Field(default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
+    """An Anthropic-compatible server instead of api.anthropic.com. With it, ANTHROPIC_API_KEY is optional."""
+
+    anthropic_model: ModelName = Field(
+        default="claude-haiku-4-5", validation_alias=AliasChoices("IDEA_EXPANSION_ANTHROPIC_MODEL")
+    )
+    """The Anthropic model for every task without its own in IDEA_EXPANSION_ANTHROPIC_MODELS."""
+
+    anthropic_models: Json[dict[ModelTask, ModelName]] = Field(
+        default_factory=dict, validation_alias=AliasChoices("IDEA_EXPANSION_ANTHROPIC_MODELS")
+    )
+    """A model per task, JSON: {"github_repo": "claude-sonnet-4-5"}; the keys are tasks."""
+
+    image_mode: ImageMode = Field(default="card", validation_alias=AliasChoices("IDEA_EXPANSION_IMAGE_MODE"))
+    """none (no images: image runs and covers are refused), card (an offline title card, the default) or
+    model (IDEA_EXPANSION_IMAGE_MODEL through the OpenAI Images API: paid per image)."""
+
+    image_model: ModelName = Field(default="gpt-image-1", validation_alias=AliasChoices("IDEA_EXPANSION_IMAGE_MODEL"))
+    """The image model of image mode `model`."""
+
+    model_timeout: float = Field(
+        default=60.0, gt=0, le=3600, validation_alias=AliasChoices("IDEA_EXPANSION_MODEL_TIMEOUT")
+    )
+    """Seconds to wait for one model answer; a call allowed more than 4,000 output tokens waits
+    proportionally longer (github_repo, 16,000 tokens: four times as long)."""
+
+    model_max_retries: int = Field(
+        default=2, ge=0, le=10, validation_alias=AliasChoices("IDEA_EXPANSION_MODEL_MAX_RETRIES")
+    )
+    """Retries of a model call after a rate limit, a timeout or a server error (the SDKs back off)."""
+
+    prices: Json[dict[str, Any]] = Field(default_factory=dict, validation_alias=AliasChoices("IDEA_EXPANSION_PRICES"))
+    """USD per million tokens, JSON: {"gpt-4o-mini": {"input_per_million": 0.15, "output_per_million": 0.6}}.
+    Checked by `pipeline.pricing.PriceTable`; empty (the default): no costs are recorded."""
+
+    review_threshold: int = Field(
+        default=70, ge=0, le=100, validation_alias=AliasChoices("IDEA_EXPANSION_REVIEW_THRESHOLD")
+    )
+    """The review score (0-100) below which a draft gets its one revision pass."""
+
+    @field_validator("openai_models", "anthropic_models", "prices", mode="before")
+    @classmethod
+    def _json_text(cls, value: Any) -> Any:
+        """A mapping given in code is taken as it is (Json[...] otherwise wants text); blank text is {}."""
+        if isinstance(value, Mapping):
+            return json.dumps(dict(value), default=str)
+        if isinstance(value, str | bytes) and not value.strip():
+            return "{}"
+        return value
+
+    @field_validator("openai_base_url", "anthropic_base_url", mode="before")
+    @classmethod
+    def _base_url(cls, value: Any) -> Any:
+        """Blank is unset; anything else is an http(s) URL."""
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if not value.startswith(("http://", "https://")) or len(value) > 2000:
+                raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:11434/v1")
+        return value
 
     def older_encryption_keys(self) -> list[str]:
         """ENCRYPTION_KEYS_OLD split into keys."""

@@ -1,11 +1,25 @@
-"""Model providers: offline (default, deterministic), OpenAI and Anthropic, and a fallback chain."""
+"""Model providers: offline (default, deterministic), OpenAI (or any OpenAI-compatible server) and
+Anthropic, and a fallback chain."""
 
-from .base import Completion, FallbackProvider, IdeaBrief, Provider, ProviderError, Task
-from .llm import AnthropicProvider, OpenAIImageRenderer, OpenAIProvider
+from .base import (
+    MAX_OUTPUT_TOKENS,
+    TASKS,
+    Completion,
+    FallbackProvider,
+    IdeaBrief,
+    Provider,
+    ProviderError,
+    RenderedImage,
+    Task,
+)
+from .llm import LOCAL_SERVER_KEY, AnthropicProvider, OpenAIImageRenderer, OpenAIProvider
 from .offline import OFFLINE_NOTE, OfflineProvider
 
 __all__ = [
+    "LOCAL_SERVER_KEY",
+    "MAX_OUTPUT_TOKENS",
     "OFFLINE_NOTE",
+    "TASKS",
     "AnthropicProvider",
     "Completion",
     "FallbackProvider",
@@ -15,5 +29,6 @@ __all__ = [
     "OpenAIProvider",
     "Provider",
     "ProviderError",
+    "RenderedImage",
     "Task",
 ]

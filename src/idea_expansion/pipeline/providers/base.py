@@ -1,14 +1,16 @@
-"""The provider protocol: a pydantic model in, a validated instance and its token usage out."""
+"""The provider protocol: a pydantic model in, a validated instance and its token usage out, with who
+answered (provider and the model the API reported) and which providers failed before it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar
+from dataclasses import dataclass, replace
+from typing import Generic, Protocol, TypeAlias, TypeVar, get_args
 
 from pydantic import BaseModel
 
 from ..._exceptions import ConfigurationError, ProviderError
+from ..._settings import ModelTask
 from ...types.params import (
     MAX_BULLET_CHARS,
     MAX_BULLETS,
@@ -20,17 +22,20 @@ from ...types.params import (
 
 __all__ = [
     "MAX_IDEA_PROMPT_CHARS",
+    "MAX_OUTPUT_TOKENS",
     "PROMPT_BULLETS",
     "PROMPT_BULLET_CHARS",
     "PROMPT_DESCRIPTION_CHARS",
     "PROMPT_LINKS",
     "PROMPT_LINK_CHARS",
     "PROMPT_TITLE_CHARS",
+    "TASKS",
     "Completion",
     "FallbackProvider",
     "IdeaBrief",
     "Provider",
     "ProviderError",
+    "RenderedImage",
     "Task",
 ]
 
@@ -44,7 +49,23 @@ PROMPT_LINKS = 10
 PROMPT_LINK_CHARS = 300
 
 T = TypeVar("T", bound=BaseModel)
-Task = Literal["judge", "choose_format", "blog_post", "twitter_thread", "github_repo", "image"]
+Task: TypeAlias = ModelTask
+"""A model call of a run: judge, choose_format, plan, blog_post, twitter_thread, github_repo, image, review.
+(Defined once beside the settings, whose per-task model maps are keyed by it.)"""
+TASKS: tuple[Task, ...] = get_args(ModelTask)
+
+MAX_OUTPUT_TOKENS: dict[Task, int] = {
+    "judge": 400,
+    "choose_format": 300,
+    "plan": 1_500,
+    "blog_post": 4_000,
+    "twitter_thread": 1_500,
+    "github_repo": 16_000,
+    "image": 600,
+    "review": 800,
+}
+"""The most output tokens one call of each task may produce: OpenAI's `max_completion_tokens`, Anthropic's
+`max_tokens`. With the bounded prompt (`MAX_IDEA_PROMPT_CHARS`) they bound what one credit can cost."""
 
 
 @dataclass(frozen=True)
@@ -104,12 +125,43 @@ MAX_IDEA_PROMPT_CHARS = len(
 
 @dataclass(frozen=True)
 class Completion(Generic[T]):
-    """A provider's answer: the validated value and what it cost."""
+    """A provider's answer: the validated value, what it cost, and who gave it."""
 
     value: T
     input_tokens: int
+    """Prompt tokens the API reported (0 when it reported no usage, as some local servers do)."""
     output_tokens: int
+    """Completion tokens the API reported (0 when it reported no usage)."""
     model: str
+    """The model the API says answered (`response.model`), not merely the one asked for."""
+    provider: str = "offline"
+    """Who answered: "openai" (also any OpenAI-compatible server), "anthropic" or "offline"."""
+    fallback_errors: tuple[str, ...] = ()
+    """"<provider name>: <error>" of each provider tried first that failed (set by `FallbackProvider`)."""
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def fell_back_to_offline(self) -> bool:
+        """The offline templates answered because every model before them failed."""
+        return self.provider == "offline" and bool(self.fallback_errors)
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """A PNG ready to store, with who made it: the offline title card or an image model."""
+
+    data: bytes
+    width: int
+    height: int
+    provider: str
+    """"openai" for an image model, "offline" for the title card."""
+    model: str
+    """The image model (or "title-card")."""
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     @property
     def tokens(self) -> int:
@@ -125,7 +177,8 @@ class Provider(Protocol):
 
 
 class FallbackProvider:
-    """Tries providers in order; the first that succeeds answers. Raises when all fail, naming each."""
+    """Tries providers in order; the first that succeeds answers, its completion carrying the failures of
+    those tried before it (`fallback_errors`). Raises when all fail, naming each."""
 
     def __init__(self, providers: Sequence[Provider]) -> None:
         if not providers:
@@ -137,7 +190,11 @@ class FallbackProvider:
         failures: list[str] = []
         for provider in self.providers:
             try:
-                return provider.generate(task, schema, idea=idea, instructions=instructions)
+                completion = provider.generate(task, schema, idea=idea, instructions=instructions)
             except ProviderError as exc:
                 failures.append(f"{provider.name}: {exc}")
+                continue
+            if not failures:
+                return completion
+            return replace(completion, fallback_errors=(*failures, *completion.fallback_errors))
         raise ProviderError("every provider failed. " + " | ".join(failures))

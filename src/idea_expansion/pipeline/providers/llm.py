@@ -1,21 +1,45 @@
-"""OpenAI and Anthropic providers, through their official SDKs (the optional `llm` extra).
+"""OpenAI (and any OpenAI-compatible server) and Anthropic providers, through their official SDKs (the
+optional `llm` extra).
 
 Both SDKs already retry 408/409/429/5xx with exponential backoff (honouring Retry-After); we bound it
-with `max_retries` and a timeout, then validate the answer against the pydantic schema.
+with `max_retries` and a timeout, cap each call's output (`MAX_OUTPUT_TOKENS`), then validate the answer
+against the pydantic schema. A completion records the model the API says answered and the tokens it
+reported. Neither class reads the environment: the SDKs' own fallbacks to OPENAI_API_KEY, OPENAI_BASE_URL,
+ANTHROPIC_API_KEY are never reached, because a key and a base URL are always passed (`Settings` reads them).
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .base import Completion, IdeaBrief, ProviderError, Task
+from ..._exceptions import ConfigurationError
+from .base import MAX_OUTPUT_TOKENS, Completion, IdeaBrief, ProviderError, RenderedImage, Task
 
-__all__ = ["AnthropicProvider", "OpenAIImageRenderer", "OpenAIProvider"]
+__all__ = [
+    "ANTHROPIC_URL",
+    "LOCAL_SERVER_KEY",
+    "OPENAI_URL",
+    "AnthropicProvider",
+    "OpenAIImageRenderer",
+    "OpenAIProvider",
+]
 
 T = TypeVar("T", bound=BaseModel)
+
+OPENAI_URL = "https://api.openai.com/v1"
+ANTHROPIC_URL = "https://api.anthropic.com"
+LOCAL_SERVER_KEY = "not-needed"
+"""The API key sent to a server at a base URL when none is configured: the SDKs insist on one, and local
+servers (Ollama, vLLM, llama.cpp) ignore it."""
+
+TIMEOUT_TOKENS = 4_000
+"""A call allowed more output tokens than this waits proportionally longer than `timeout`."""
 
 SYSTEM = (
     "You expand a person's raw idea into finished content. Work only from the idea you are given; "
@@ -27,14 +51,29 @@ def _user_message(task: Task, idea: IdeaBrief, instructions: str) -> str:
     return f"Task: {task}\n{instructions}\n\nThe idea:\n{idea.as_prompt()}"
 
 
-def _openai(api_key: str, timeout: float, max_retries: int, http_client: Any, base_url: str | None) -> tuple[Any, Any]:
+def _api_key(api_key: str | None, base_url: str | None, who: str) -> str:
+    if api_key:
+        return api_key
+    if base_url:
+        return LOCAL_SERVER_KEY
+    raise ConfigurationError(f"{who} needs an api_key, unless base_url names a compatible server that needs none")
+
+
+def _openai(
+    api_key: str | None, timeout: float, max_retries: int, http_client: Any, base_url: str | None
+) -> tuple[Any, Any]:
     """(the `openai` module, a client): the module's APIError is what failures raise."""
+    key = _api_key(api_key, base_url, "OpenAI")
     try:
         import openai
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ProviderError("OpenAI needs: pip install 'idea-expansion[llm]'") from exc
     client = openai.OpenAI(
-        api_key=api_key, timeout=timeout, max_retries=max_retries, http_client=http_client, base_url=base_url
+        api_key=key,
+        timeout=timeout,
+        max_retries=max_retries,
+        http_client=http_client,
+        base_url=base_url or OPENAI_URL,
     )
     return openai, client
 
@@ -46,28 +85,93 @@ def _validated(schema: type[T], data: Any, provider: str) -> T:
         raise ProviderError(f"{provider} returned output that does not fit {schema.__name__}: {exc}") from None
 
 
-class OpenAIProvider:
-    """Chat Completions with a JSON-schema response format."""
+def _limits(overrides: Mapping[Task, int] | None) -> dict[Task, int]:
+    limits = dict(MAX_OUTPUT_TOKENS)
+    for task, limit in (overrides or {}).items():
+        if task not in limits or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(f"max_output_tokens: {task!r}: {limit!r} is not a task and a positive limit")
+        limits[task] = limit
+    return limits
+
+
+def _models(default: str, models: Mapping[Task, str] | None) -> dict[Task, str]:
+    chosen = {task: default for task in MAX_OUTPUT_TOKENS}
+    for task, model in (models or {}).items():
+        if task not in chosen or not isinstance(model, str) or not model.strip():
+            raise ConfigurationError(f"models: {task!r}: {model!r} is not a task and a model name")
+        chosen[task] = model.strip()
+    return chosen
+
+
+class _ModelProvider:
+    """What the two model providers share: a model and an output cap per task, a timeout that grows with
+    the cap."""
+
+    def __init__(
+        self,
+        model: str,
+        models: Mapping[Task, str] | None,
+        max_output_tokens: Mapping[Task, int] | None,
+        timeout: float,
+    ) -> None:
+        self.model = model
+        self.models = _models(model, models)
+        self.max_output_tokens = _limits(max_output_tokens)
+        self.timeout = timeout
+
+    def model_for(self, task: Task) -> str:
+        """The model this provider asks for `task`."""
+        return self.models[task]
+
+    def _timeout_for(self, task: Task) -> float:
+        return self.timeout * max(1.0, self.max_output_tokens[task] / TIMEOUT_TOKENS)
+
+
+class OpenAIProvider(_ModelProvider):
+    """Chat Completions with a JSON-schema response format, against api.openai.com or any OpenAI-compatible
+    server (`base_url`; its key is optional). Servers that refuse `response_format: json_schema` (HTTP 400)
+    fail the call with `ProviderError`, and a fallback chain moves on."""
 
     def __init__(
         self,
         *,
-        api_key: str,
+        api_key: str | None = None,
         model: str = "gpt-4o-mini",
+        models: Mapping[Task, str] | None = None,
+        max_output_tokens: Mapping[Task, int] | None = None,
         timeout: float = 60.0,
-        max_retries: int = 3,
+        max_retries: int = 2,
         http_client: Any = None,
         base_url: str | None = None,
     ) -> None:
-        # http_client: an httpx.Client (the OpenAI SDK accepts it alongside its own httpx2 clients).
+        """
+        Args:
+            api_key: required for api.openai.com; optional with `base_url` (a placeholder is sent).
+            model: the model of every task not in `models`.
+            models: a model per task, e.g. {"github_repo": "gpt-4.1"}.
+            max_output_tokens: caps per task over `MAX_OUTPUT_TOKENS`.
+            timeout: seconds per call (longer for calls allowed more than 4,000 output tokens).
+            max_retries: retries after 408/409/429/5xx and connection errors.
+            http_client: an httpx.Client (tests, proxies).
+            base_url: an OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1.
+
+        Raises:
+            ConfigurationError: no api_key and no base_url, or a model or limit for an unknown task.
+        """
+        super().__init__(model, models, max_output_tokens, timeout)
+        self.base_url = base_url
+        # Some servers (Ollama, llama.cpp) read only the older `max_tokens`: sent too, but not to OpenAI,
+        # whose newer models refuse it.
+        self._send_max_tokens = base_url is not None and base_url.rstrip("/") != OPENAI_URL
         self._errors, self._client = _openai(api_key, timeout, max_retries, http_client, base_url)
-        self.model = model
         self.name = f"openai:{model}"
 
     def generate(self, task: Task, schema: type[T], *, idea: IdeaBrief, instructions: str) -> Completion[T]:
+        model = self.model_for(task)
+        limit = self.max_output_tokens[task]
         try:
             response = self._client.chat.completions.create(
-                model=self.model,
+                model=model,
                 messages=[
                     {"role": "system", "content": SYSTEM},
                     {"role": "user", "content": _user_message(task, idea, instructions)},
@@ -76,92 +180,135 @@ class OpenAIProvider:
                     "type": "json_schema",
                     "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
                 },
+                max_completion_tokens=limit,
+                extra_body={"max_tokens": limit} if self._send_max_tokens else None,
+                timeout=self._timeout_for(task),
             )
         except self._errors.APIError as exc:
             raise ProviderError(f"OpenAI request failed: {exc}") from None
+        if not response.choices:
+            raise ProviderError("OpenAI answered without a choice")
         choice = response.choices[0]
-        if choice.finish_reason != "stop" or not choice.message.content:
+        if choice.finish_reason not in ("stop", None) or not choice.message.content:
             raise ProviderError(f"OpenAI stopped early ({choice.finish_reason}) without a complete answer")
         try:
             data = json.loads(choice.message.content)
         except json.JSONDecodeError as exc:
             raise ProviderError(f"OpenAI returned invalid JSON: {exc}") from None
-        usage = response.usage
+        usage = response.usage  # None from servers that do not report it: 0 tokens, the model still recorded
         return Completion(
             _validated(schema, data, "OpenAI"),
-            usage.prompt_tokens if usage else 0,
-            usage.completion_tokens if usage else 0,
-            response.model,
+            (usage.prompt_tokens or 0) if usage else 0,
+            (usage.completion_tokens or 0) if usage else 0,
+            response.model or model,
+            provider="openai",
         )
 
 
-class AnthropicProvider:
+class AnthropicProvider(_ModelProvider):
     """Messages API with one forced tool whose input schema is the pydantic schema."""
 
     def __init__(
         self,
         *,
-        api_key: str,
+        api_key: str | None = None,
         model: str = "claude-haiku-4-5",
+        models: Mapping[Task, str] | None = None,
+        max_output_tokens: Mapping[Task, int] | None = None,
         timeout: float = 60.0,
-        max_retries: int = 3,
-        max_tokens: int = 4096,
+        max_retries: int = 2,
         http_client: Any = None,
         base_url: str | None = None,
     ) -> None:
+        """
+        Args:
+            api_key: required for api.anthropic.com; optional with `base_url` (a placeholder is sent).
+            model: the model of every task not in `models`.
+            models: a model per task, e.g. {"github_repo": "claude-sonnet-4-5"}.
+            max_output_tokens: caps per task over `MAX_OUTPUT_TOKENS` (sent as `max_tokens`).
+            timeout: seconds per call (longer for calls allowed more than 4,000 output tokens).
+            max_retries: retries after 408/409/429/5xx/529 and connection errors.
+            http_client: an httpx2.Client (tests, proxies).
+            base_url: an Anthropic-compatible server.
+
+        Raises:
+            ConfigurationError: no api_key and no base_url, or a model or limit for an unknown task.
+        """
+        super().__init__(model, models, max_output_tokens, timeout)
+        key = _api_key(api_key, base_url, "Anthropic")
         try:
             import anthropic
         except ImportError as exc:  # pragma: no cover - exercised only without the extra
             raise ProviderError("the Anthropic provider needs: pip install 'idea-expansion[llm]'") from exc
         self._errors = anthropic
         self._client = anthropic.Anthropic(
-            api_key=api_key, timeout=timeout, max_retries=max_retries, http_client=http_client, base_url=base_url
+            api_key=key,
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=http_client,
+            base_url=base_url or ANTHROPIC_URL,
         )
-        self.model = model
-        self.max_tokens = max_tokens
+        self.base_url = base_url
         self.name = f"anthropic:{model}"
 
     def generate(self, task: Task, schema: type[T], *, idea: IdeaBrief, instructions: str) -> Completion[T]:
+        model = self.model_for(task)
         tool = {
             "name": "answer",
             "description": f"Return the {schema.__name__}.",
             "input_schema": schema.model_json_schema(),
         }
         request: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": self.max_tokens,
+            "model": model,
+            "max_tokens": self.max_output_tokens[task],
             "system": SYSTEM,
             "messages": [{"role": "user", "content": _user_message(task, idea, instructions)}],
             "tools": [tool],
             "tool_choice": {"type": "tool", "name": "answer"},
+            # Passed per call, so the SDK's refusal of long non-streaming calls (over 10 minutes expected)
+            # does not apply: our caps keep each call well under that.
+            "timeout": self._timeout_for(task),
         }
         try:
             response = self._client.messages.create(**request)
         except self._errors.APIError as exc:
             raise ProviderError(f"Anthropic request failed: {exc}") from None
+        if response.stop_reason == "max_tokens":
+            raise ProviderError(f"Anthropic stopped at max_tokens ({request['max_tokens']}) without a complete answer")
         for block in response.content:
             if block.type == "tool_use" and block.name == "answer":
+                usage = response.usage
                 return Completion(
                     _validated(schema, block.input, "Anthropic"),
-                    response.usage.input_tokens,
-                    response.usage.output_tokens,
-                    response.model,
+                    (usage.input_tokens or 0) if usage else 0,
+                    (usage.output_tokens or 0) if usage else 0,
+                    response.model or model,
+                    provider="anthropic",
                 )
         raise ProviderError(f"Anthropic answered without the structured result (stop reason {response.stop_reason})")
 
 
+def _png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk (always the first)."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 24 or data[12:16] != b"IHDR":
+        raise ProviderError("OpenAI returned something that is not a PNG")
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
 class OpenAIImageRenderer:
-    """Images from OpenAI's Images API (base64 PNG), used instead of the offline title card when the
-    OpenAI provider is configured. Returns (png bytes, width, height, tokens)."""
+    """Images from OpenAI's Images API (base64 PNG, as the gpt-image models answer), for image mode
+    `model`. `render` returns a `RenderedImage` with the model and the tokens the API reported, and the
+    size read from the PNG itself."""
 
     def __init__(
         self,
         *,
-        api_key: str,
+        api_key: str | None = None,
         model: str = "gpt-image-1",
         size: str = "1536x1024",
         timeout: float = 120.0,
-        max_retries: int = 3,
+        max_retries: int = 2,
         http_client: Any = None,
         base_url: str | None = None,
     ) -> None:
@@ -170,18 +317,27 @@ class OpenAIImageRenderer:
         self.size = size
         self.name = f"openai-images:{model}"
 
-    def render(self, prompt: str) -> tuple[bytes, int, int, int]:
-        import base64
-
+    def render(self, prompt: str) -> RenderedImage:
         try:
             response = self._client.images.generate(model=self.model, prompt=prompt, size=self.size, n=1)
         except self._errors.APIError as exc:
             raise ProviderError(f"OpenAI image generation failed: {exc}") from None
         if not response.data or not response.data[0].b64_json:
             raise ProviderError("OpenAI returned no image data")
-        data = base64.b64decode(response.data[0].b64_json)
-        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-            raise ProviderError("OpenAI returned something that is not a PNG")
-        width, height = (int(v) for v in self.size.split("x"))
-        tokens = response.usage.total_tokens if response.usage else 0
-        return data, width, height, tokens
+        try:
+            data = base64.b64decode(response.data[0].b64_json, validate=True)
+        except ValueError:
+            raise ProviderError("OpenAI returned image data that is not base64") from None
+        width, height = _png_size(data)
+        usage = response.usage
+        # The Images API names no model in its answer (a compatible server may): the one asked for, else.
+        model = getattr(response, "model", None)
+        return RenderedImage(
+            data=data,
+            width=width,
+            height=height,
+            provider="openai",
+            model=model if isinstance(model, str) and model else self.model,
+            input_tokens=(usage.input_tokens or 0) if usage else 0,
+            output_tokens=(usage.output_tokens or 0) if usage else 0,
+        )
