@@ -47,8 +47,11 @@ def test_every_command_has_help_with_an_example() -> None:
     commands = [
         ["demo"],
         ["expand"],
+        ["enqueue"],
         ["credits"],
         ["worker"],
+        ["users", "add"],
+        ["credentials", "set-github"],
         *[
             ["db", c]
             for c in (
@@ -73,7 +76,7 @@ def test_every_command_has_help_with_an_example() -> None:
         *[["admin", c] for c in ("grant-credits", "usage", "refund", "rotate-keys")],
         *[["report", c] for c in ("users", "top-users", "failed", "payments", "executions")],
         *[["ideas", c] for c in ("add", "list", "archive")],
-        *[["outputs", c] for c in ("list", "show")],
+        *[["outputs", c] for c in ("list", "show", "publish")],
     ]
     for command in commands:
         output = ok(*command, "--help")

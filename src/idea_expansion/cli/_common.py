@@ -15,6 +15,7 @@ import io
 import json
 import re
 import traceback
+import uuid
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any, NoReturn
@@ -158,6 +159,39 @@ def user_by_email(client: IdeaExpansion, email: str) -> User:
         return client.users.get_by_email(email)
     except NotFoundError:
         raise NotFoundError(f"no user with e-mail {email} (check the address, or create the user)") from None
+
+
+def user_by_reference(client: IdeaExpansion, reference: str) -> User:
+    """A user by id (a UUID) or else by e-mail address."""
+    try:
+        user_id = uuid.UUID(reference.strip())
+    except ValueError:
+        return user_by_email(client, reference)
+    try:
+        return client.users.get(user_id)
+    except NotFoundError:
+        raise NotFoundError(f"no user with id {user_id}") from None
+
+
+def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any] | None) -> None:
+    """`value` as JSON on stdout, and nothing else: models as `model_dump(mode="json")` (nested models in a
+    dict too). For scripts: notices go to stderr."""
+    typer.echo(json.dumps(_jsonable(value), indent=2, default=str))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def notice(message: str) -> None:
+    """One line for the person at the terminal, on stderr (stdout may be a script's JSON). Plain text."""
+    err_console.print(literal(message), soft_wrap=True)
 
 
 def emit(

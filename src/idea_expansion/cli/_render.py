@@ -7,14 +7,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+from rich.console import Console
 from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ..types import BlogPostContent, GitHubRepoContent, ImageContent, Output, Stage, TwitterThreadContent
+from ..types import (
+    BlogPostContent,
+    Execution,
+    ExecutionStatus,
+    GitHubRepoContent,
+    ImageContent,
+    Output,
+    Stage,
+    TwitterThreadContent,
+)
 from ._common import console, literal, printable, safe
 
 # The stages a run passes through, by format (image: cover or image; publish: repositories only).
@@ -22,16 +34,17 @@ _STAGES = [Stage.SELECT, Stage.JUDGE, Stage.CHOOSE_FORMAT, Stage.GENERATE, Stage
 
 
 @contextmanager
-def stage_progress(label: str) -> Iterator[Callable[[Stage, uuid.UUID], None]]:
+def stage_progress(label: str, *, on: Console | None = None) -> Iterator[Callable[[Stage, uuid.UUID], None]]:
     """A progress bar that moves through the pipeline's stages; yields the on_progress callback.
-    `label` is plain text (it names a user or an idea)."""
+    `label` is plain text (it names a user or an idea). `on`: the console (stdout's by default; stderr's
+    when stdout carries JSON)."""
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.fields[stage]}"),
         TimeElapsedColumn(),
-        console=console,
+        console=on or console,
         transient=False,
     ) as progress:
         task = progress.add_task(printable(label), total=len(_STAGES), stage="start")
@@ -90,3 +103,61 @@ def show_output(output: Output, *, full: bool = False) -> None:
                 title="image",
             )
         )
+
+
+FALLBACK_NOTICE = "fallback to offline templates — not charged"
+
+
+def show_record(execution: Execution) -> None:
+    """What a run did and what it cost: status, format, scores, tokens (in / out), cost, how it was
+    generated and whether it was charged, and each model call. A run that fell back to the offline
+    templates says so in its own line. Fields of the run record that this database does not have yet are
+    left out (older migrations)."""
+    e = execution
+    generation: str | None = getattr(e, "generation", None)
+    charged: bool | None = getattr(e, "charged", None)
+    input_tokens: int | None = getattr(e, "input_tokens", None)
+    output_tokens: int | None = getattr(e, "output_tokens", None)
+    cost = getattr(e, "cost_usd", None)
+    review_score: int | None = getattr(e, "review_score", None)
+    calls: list[Any] = list(getattr(e, "model_calls", None) or [])
+    tokens = f"{e.tokens_used} tokens"
+    if input_tokens is not None and output_tokens is not None:
+        tokens += f" ({input_tokens} in, {output_tokens} out)"
+    line = (
+        f"[bold]{e.status.value}[/] run {e.id}: format {e.format_chosen}, judge score {e.judge_score}, "
+        f"{tokens}, {e.duration_seconds}s"
+    )
+    if review_score is not None:
+        line += f", review score {review_score}"
+    if cost is not None:
+        line += f", cost ${cost}"
+    elif calls and any(_field(c, "provider") not in (None, "offline") for c in calls):
+        line += ", cost unknown (no price for its model)"
+    if e.error_message:
+        line += f"; {safe(e.error_message)}"
+    console.print(line)
+    if generation == "fallback":  # why is in the run's error message, printed above
+        console.print(f"[bold yellow]⚠ {FALLBACK_NOTICE}[/] (its credit was released; the output stays private)")
+    elif generation is not None or charged is not None:
+        how = f"generation: {safe(generation or '-')}"
+        if charged is not None and e.status != ExecutionStatus.FAILED:
+            how += "; charged" if charged else "; not charged (its credit was released)"
+        console.print(how)
+    if calls:
+        table = Table(title="model calls")
+        for column in ("stage", "task", "provider", "model", "in", "out", "fallback"):
+            table.add_column(column, overflow="fold")
+        for call in calls:
+            table.add_row(
+                *(literal(_field(call, name) or "-") for name in ("stage", "task", "provider", "model")),
+                str(_field(call, "input_tokens") or 0),
+                str(_field(call, "output_tokens") or 0),
+                "yes" if _field(call, "fallback") else "",
+            )
+        console.print(table)
+
+
+def _field(call: Any, name: str) -> Any:
+    """A field of a model call, whether it is a model or (an older row) a plain object."""
+    return call.get(name) if isinstance(call, dict) else getattr(call, name, None)

@@ -10,7 +10,19 @@ from typing import Annotated
 import typer
 from rich.panel import Panel
 
-from ._common import DB_URL_HELP, command_errors, console, emit, fail, literal, open_client, safe, user_by_email
+from ._common import (
+    DB_URL_HELP,
+    JsonOption,
+    command_errors,
+    console,
+    emit,
+    fail,
+    literal,
+    open_client,
+    print_json,
+    safe,
+    user_by_email,
+)
 
 admin_app = typer.Typer(help="Credits and payments.", no_args_is_help=True)
 DbUrl = Annotated[str | None, typer.Option("--db-url", help=DB_URL_HELP)]
@@ -102,14 +114,26 @@ def grant_credits(
 def usage(
     email: Annotated[str, typer.Argument(help="The user's e-mail address.")],
     db_url: DbUrl = None,
+    json: bool = JsonOption,
 ) -> None:
-    """A user's credits, lifetime counters, payment history and last outputs.
+    """A user's credits, lifetime counters, payment history and last outputs (--json: as an object with
+    user, balance, payments and last_outputs).
 
     Example: idea-expansion admin usage user@example.com
     """
     with command_errors(), open_client(db_url) as client:
         user = user_by_email(client, email)
         balance = client.credits.balance(user.id)
+        if json:
+            print_json(
+                {
+                    "user": user,
+                    "balance": balance,
+                    "payments": list(client.credits.history(user.id, limit=1000)),
+                    "last_outputs": client.outputs.list(user_id=user.id, limit=5).data,
+                }
+            )
+            return
         console.print(
             Panel(
                 f"User ID:        {user.id}\n"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
+from .._client import IdeaExpansion
+from .._exceptions import NotFoundError
 from .._settings import Settings
 from ..pipeline import Pipeline
-from ..types import IdeaStatus, OutputFormat
+from ..types import BlogPost, BlogPostContent, GitHubRepoContent, IdeaStatus, ImageContent, Output, OutputFormat, User
 from ._common import (
     DB_URL_HELP,
     CsvOption,
@@ -16,18 +18,22 @@ from ._common import (
     command_errors,
     console,
     emit,
+    err_console,
     fail,
+    notice,
     open_client,
+    print_json,
     safe,
     user_by_email,
+    user_by_reference,
 )
-from ._render import show_output, stage_progress
+from ._render import show_output, show_record, stage_progress
 
 DbUrl = Annotated[str | None, typer.Option("--db-url", help=DB_URL_HELP)]
 UserOpt = Annotated[str, typer.Option("--user", "-u", help="The user's e-mail address.")]
 
 ideas_app = typer.Typer(help="Add, list and archive ideas.", no_args_is_help=True)
-outputs_app = typer.Typer(help="List and show generated outputs.", no_args_is_help=True)
+outputs_app = typer.Typer(help="List, show and publish generated outputs.", no_args_is_help=True)
 
 
 @ideas_app.command("add")
@@ -79,43 +85,102 @@ def ideas_archive(idea_id: Annotated[str, typer.Argument(help="The idea's id.")]
         console.print(f"[green]Archived[/] {safe(idea.title)}")
 
 
+def _owner(client: IdeaExpansion, user: str | None, idea: str | None) -> User:
+    """Whose run: --user (an id or an e-mail address), else the idea's owner."""
+    if user is not None:
+        return user_by_reference(client, user)
+    if idea is None:
+        fail("say whose idea to expand: --user EMAIL, or --idea ID")
+    return client.users.get(client.ideas.get(idea).user_id)
+
+
+def _nothing_pending(owner: User) -> NoReturn:
+    """The database refused to start: the user has no pending idea. It held no credit and recorded no run."""
+    notice(
+        f"no pending idea to expand for {owner.email}: nothing was run or charged "
+        "(add one with: idea-expansion ideas add TITLE -u EMAIL)"
+    )
+    raise typer.Exit(1)
+
+
+UserRefOpt = Annotated[
+    str | None, typer.Option("--user", "-u", help="The user's e-mail address or id (else the idea's owner).")
+]
+IdeaOpt = Annotated[str | None, typer.Option("--idea", help="The idea (else the user's most promising pending one).")]
+FormatOpt = Annotated[OutputFormat | None, typer.Option("--format", "-f", help="Force a format.")]
+PublicOpt = Annotated[
+    bool, typer.Option("--public", help="Make a resulting blog post or repository public (private by default).")
+]
+
+
 def expand_command(
-    user: Annotated[str | None, typer.Option("--user", "-u", help="The user (else the idea's owner).")] = None,
-    idea: Annotated[
-        str | None, typer.Option("--idea", help="The idea (else the user's most promising pending one).")
-    ] = None,
-    format: Annotated[OutputFormat | None, typer.Option("--format", "-f", help="Force a format.")] = None,
+    user: UserRefOpt = None,
+    idea: IdeaOpt = None,
+    format: FormatOpt = None,
     provider: Annotated[
         str | None, typer.Option("--provider", "-p", help="offline, openai, anthropic, or a fallback list.")
     ] = None,
-    public: Annotated[
-        bool, typer.Option("--public", help="Make a resulting blog post or repository public (private by default).")
-    ] = False,
+    public: PublicOpt = False,
     db_url: DbUrl = None,
+    json: bool = JsonOption,
 ) -> None:
-    """Run one expansion now, with a progress bar, and show what came out.
+    """Run one expansion now, with a progress bar, and show what came out and what it cost: tokens in
+    and out, cost (with a price table), each model call, and whether the run was charged. A run that fell
+    back to the offline templates says so ("fallback to offline templates — not charged"). With nothing
+    pending it says so and records no run (exit code 1). --json prints the run, its output and the
+    credits left as JSON (the progress bar goes to stderr).
 
     Example: idea-expansion expand -u ada@example.com --format blog_post --public
     """
     with command_errors(), open_client(db_url) as client:
-        if idea is None and user is None:
-            fail("say whose idea to expand: --user EMAIL, or --idea ID")
-        owner = user_by_email(client, user) if user else client.users.get(client.ideas.get(idea).user_id)  # type: ignore[arg-type]
+        owner = _owner(client, user, idea)
         settings = Settings() if provider is None else Settings(IDEA_EXPANSION_PROVIDER=provider)  # type: ignore[call-arg]
-        with (
-            Pipeline.from_settings(client, settings) as pipeline,
-            stage_progress(f"expanding for {owner.email}") as on_progress,
-        ):
-            result = pipeline.expand(owner.id, idea_id=idea, format=format, public=public, on_progress=on_progress)
-        e = result.execution
-        console.print(
-            f"[bold]{e.status.value}[/] run {e.id}: format {e.format_chosen}, judge score {e.judge_score}, "
-            f"{e.tokens_used} tokens, {e.duration_seconds}s" + (f"; {safe(e.error_message)}" if e.error_message else "")
-        )
+        with Pipeline.from_settings(client, settings) as pipeline:
+            try:
+                with stage_progress(f"expanding for {owner.email}", on=err_console if json else None) as on_progress:
+                    result = pipeline.expand(
+                        owner.id, idea_id=idea, format=format, public=public, on_progress=on_progress
+                    )
+            except NotFoundError:
+                if idea is not None:  # that idea is not the user's (or is gone): the error says so
+                    raise
+                _nothing_pending(owner)
+        balance = client.credits.balance(owner.id)
+        if json:
+            print_json({**result.model_dump(mode="json"), "balance": balance})
+            return
+        show_record(result.execution)
         for output in result.outputs:
             show_output(output)
-        balance = client.credits.balance(owner.id)
         console.print(f"credits left: {balance.free_expansions_remaining} free, {balance.paid_credits_remaining} paid")
+
+
+def enqueue_command(
+    user: UserRefOpt = None,
+    idea: IdeaOpt = None,
+    format: FormatOpt = None,
+    public: PublicOpt = False,
+    db_url: DbUrl = None,
+    json: bool = JsonOption,
+) -> None:
+    """Queue an expansion for the workers (`idea-expansion worker`) and print its execution id. Its credit
+    is held and its idea fixed now: with no credit, or nothing pending, nothing is queued.
+
+    Example: idea-expansion enqueue -u ada@example.com --format twitter_thread
+    """
+    with command_errors(), open_client(db_url) as client:
+        owner = _owner(client, user, idea)
+        with Pipeline.from_settings(client) as pipeline:
+            try:
+                execution = pipeline.enqueue(owner.id, idea_id=idea, format=format, public=public)
+            except NotFoundError:
+                if idea is not None:
+                    raise
+                _nothing_pending(owner)
+        if json:
+            print_json(execution)
+            return
+        console.print(f"[green]Queued[/] run {execution.id} for {safe(owner.email)}")
 
 
 @outputs_app.command("list")
@@ -133,19 +198,94 @@ def outputs_list(user: UserOpt, db_url: DbUrl = None, json: bool = JsonOption, c
 
 
 @outputs_app.command("show")
-def outputs_show(output_id: Annotated[str, typer.Argument(help="The output's id.")], db_url: DbUrl = None) -> None:
-    """Show an output in full (Markdown rendered). Example: idea-expansion outputs show <output id>"""
+def outputs_show(
+    output_id: Annotated[str, typer.Argument(help="The output's id.")], db_url: DbUrl = None, json: bool = JsonOption
+) -> None:
+    """Show an output in full (Markdown rendered); --json prints it as JSON.
+
+    Example: idea-expansion outputs show <output id>
+    """
     with command_errors(), open_client(db_url) as client:
-        show_output(client.outputs.get(output_id), full=True)
+        output = client.outputs.get(output_id)
+        if json:
+            print_json(output)
+            return
+        show_output(output, full=True)
+
+
+@outputs_app.command("publish")
+def outputs_publish(
+    output_id: Annotated[str, typer.Argument(help="The output's id.")], db_url: DbUrl = None, json: bool = JsonOption
+) -> None:
+    """Publish an output, never charging again:
+
+    - github_repo: push the repository to its owner's GitHub account (the token stored with
+      `credentials set-github`), private unless the run was started with --public. A repository that is
+      published already is left as it is (its URL is printed): this is the retry of a failed push.
+
+    - blog_post: make the post public (anyone can read it), after storing its cover image again if it
+      was lost.
+
+    - image: store the image again if it was lost, and print its URL.
+
+    - twitter_thread: nothing to publish (idea-expansion posts nowhere): copy it from `outputs show`.
+
+    A run that was not charged (one that fell back to the offline templates) is never published
+    (Pipeline.deliver refuses it).
+
+    Example: idea-expansion outputs publish <output id>
+    """
+    with command_errors(), open_client(db_url) as client:
+        output = client.outputs.get(output_id)
+        if output.format == OutputFormat.TWITTER_THREAD:
+            fail("a thread is not posted anywhere by idea-expansion: copy it from `idea-expansion outputs show ID`")
+        was_published = output.published
+        with Pipeline.from_settings(client) as pipeline:
+            delivered = pipeline.deliver(output.id)
+        post = _post_of(client, delivered) if delivered.format == OutputFormat.BLOG_POST else None
+        if post is not None and not post.is_public:
+            post = client.blog_posts.update(post.id, is_public=True)
+        if json:
+            print_json({"output": delivered, "blog_post": post})
+            return
+        content = delivered.content
+        if isinstance(content, GitHubRepoContent):
+            how = "was already published at" if was_published else "[green]published[/] at"
+            console.print(f"{safe(content.repo_name)} {how} {safe(delivered.publication_url or '-')}")
+        elif post is not None:
+            console.print(f"[green]public[/]: {safe(post.title)} (/{safe(post.slug)}), since {post.published_at}")
+        elif isinstance(content, ImageContent):
+            console.print(f"[green]stored[/]: {safe(content.image.url)}")
+
+
+def _post_of(client: IdeaExpansion, output: Output) -> BlogPost:
+    """The blog post that renders `output`: by its slug, else (renamed since) among its owner's posts."""
+    content = output.content
+    if isinstance(content, BlogPostContent):
+        try:
+            post = client.blog_posts.get_by_slug(content.slug, user_id=output.user_id)
+            if post.output_id == output.id:
+                return post
+        except NotFoundError:
+            pass
+    for post in client.blog_posts.list(user_id=output.user_id, limit=1000):
+        if post.output_id == output.id:
+            return post
+    raise NotFoundError(f"output {output.id} has no blog post (it was deleted)")
 
 
 def credits_command(
-    email: Annotated[str, typer.Argument(help="The user's e-mail address.")], db_url: DbUrl = None
+    email: Annotated[str, typer.Argument(help="The user's e-mail address.")],
+    db_url: DbUrl = None,
+    json: bool = JsonOption,
 ) -> None:
-    """A user's credits. Example: idea-expansion credits ada@example.com"""
+    """A user's credits (--json: their usage record). Example: idea-expansion credits ada@example.com"""
     with command_errors(), open_client(db_url) as client:
         owner = user_by_email(client, email)
         b = client.credits.balance(owner.id)
+        if json:
+            print_json(b)
+            return
         console.print(
             f"{safe(owner.email)}: {b.total_remaining} credits left ({b.free_expansions_remaining} free, "
             f"{b.paid_credits_remaining} paid); {b.total_expansions_used} used "

@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
+from .._settings import Settings
 from ..pipeline import OfflineProvider, Pipeline, start_forkserver
-from ._common import DB_URL_HELP, command_errors, console, open_client, safe
+from ._common import DB_URL_HELP, command_errors, console, fail, open_client, safe
 
 
 def worker_command(
@@ -33,6 +34,15 @@ def worker_command(
     simulate_latency: Annotated[
         float, typer.Option("--simulate-latency", help="Offline provider only: seconds each model call waits.")
     ] = 0.0,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            "-p",
+            help="offline, openai, anthropic, or a fallback list like openai,offline "
+            "(instead of IDEA_EXPANSION_PROVIDER, for this worker).",
+        ),
+    ] = None,
 ) -> None:
     """Process queued expansions until interrupted (Ctrl-C or SIGTERM finishes the runs in hand, then stops;
     a second one stops at once and leaves the runs in hand to the reaper).
@@ -42,8 +52,12 @@ def worker_command(
     of machines can share one database: each queued run is claimed exactly once (FOR UPDATE SKIP LOCKED),
     and runs whose worker died are reaped. A worker process that dies stops the others (exit code 1).
 
-    Example: idea-expansion worker --concurrency 2 --threads 4
+    Log lines (timestamped, on stderr) start at info here; see the global --log-level and --log-json.
+
+    Example: idea-expansion worker --concurrency 2 --threads 4 --provider openai,offline
     """
+    if simulate_latency and provider is not None and provider.strip() != "offline":
+        fail("--simulate-latency is for the offline provider only")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -57,9 +71,12 @@ def worker_command(
         if concurrency > 1:
             start_forkserver()  # before the client's pool threads exist: see start_forkserver
         with open_client(db_url) as client:
+            settings = client.settings
+            if provider is not None:
+                settings = Settings(IDEA_EXPANSION_PROVIDER=provider)  # type: ignore[call-arg]
             pipeline = Pipeline.from_settings(
                 client,
-                client.settings,
+                settings,
                 provider=OfflineProvider(latency=simulate_latency) if simulate_latency else None,
                 stale_after=timedelta(seconds=stale_after),
             )
