@@ -102,6 +102,45 @@ CHECK_CASES: dict[str, tuple[str, str]] = {
         "update public.executions set status = 'failed', completed_at = started_at - interval '1 second' "
         "where id = %(execution)s",
     ),
+    # model_usage: the run record
+    "executions_input_tokens_check": (
+        "executions",
+        "update public.executions set input_tokens = -1 where id = %(execution)s",
+    ),
+    "executions_output_tokens_check": (
+        "executions",
+        "update public.executions set output_tokens = -1 where id = %(execution)s",
+    ),
+    "executions_cost_usd_check": (
+        "executions",
+        "update public.executions set cost_usd = -0.01 where id = %(execution)s",
+    ),
+    "executions_model_calls_check": (
+        "executions",
+        "update public.executions set model_calls = jsonb_build_array(jsonb_build_object('stage', 'judge')) "
+        "where id = %(execution)s",
+    ),
+    "executions_generation_check": (
+        "executions",
+        "update public.executions set generation = 'magic' where id = %(execution)s",
+    ),
+    "executions_generation_once_finished": (  # a running run is not generated yet
+        "executions",
+        "update public.executions set generation = 'model' where id = %(execution)s",
+    ),
+    "executions_review_score_check": (
+        "executions",
+        "update public.executions set review_score = 101 where id = %(execution)s",
+    ),
+    "executions_charged_when_delivered": (
+        "executions",
+        "update public.executions set charged = true where id = %(execution)s",
+    ),
+    "executions_fallback_never_charged": (
+        "executions",
+        "insert into public.executions (user_id, status, completed_at, generation, charged) "
+        "values (%(user)s, 'partial', now(), 'fallback', true)",
+    ),
     "executions_requested_format_check": (
         "executions",
         "update public.executions set requested_format = 'video' where id = %(execution)s",

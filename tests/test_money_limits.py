@@ -20,10 +20,10 @@ from pydantic import BaseModel
 from idea_expansion import ConflictError, IdeaExpansion, InvalidRequestError
 from idea_expansion.local.maintenance import backup, reset_data, restore
 from idea_expansion.pipeline import OfflineProvider, Pipeline
+from idea_expansion.pipeline.budget import call_ceiling, worst_case_tokens_per_credit
 from idea_expansion.pipeline.providers import Completion, IdeaBrief, Task
 from idea_expansion.pipeline.providers.base import MAX_IDEA_PROMPT_CHARS
 from idea_expansion.pipeline.providers.llm import SYSTEM, _user_message
-from idea_expansion.pipeline.runner import INSTRUCTIONS
 from idea_expansion.types.params import (
     MAX_BALANCE,
     MAX_BULLET_CHARS,
@@ -515,7 +515,7 @@ class RecordingProvider:
     _offline: OfflineProvider = field(default_factory=OfflineProvider)
 
     def generate(self, task: Task, schema: type[T], *, idea: IdeaBrief, instructions: str) -> Completion[T]:
-        self.prompts.append((task, len(SYSTEM) + len(_user_message(task, idea, instructions))))
+        self.prompts.append((task, len(SYSTEM.encode()) + len(_user_message(task, idea, instructions).encode())))
         return self._offline.generate(task, schema, idea=idea, instructions=instructions)
 
 
@@ -532,17 +532,6 @@ def _largest_brief() -> IdeaBrief:
         bullets=(_words(MAX_BULLET_CHARS),) * MAX_BULLETS,
         external_links=("https://l.test/" + "l" * (MAX_LINK_CHARS - 15),) * MAX_LINKS,
     )
-
-
-def _worst_case_per_credit() -> int:
-    """judge + choose_format + the largest generate call, for an idea at every database limit."""
-    brief = _largest_brief()
-
-    def size(task: Task) -> int:
-        return len(SYSTEM) + len(_user_message(task, brief, INSTRUCTIONS[task]))
-
-    generate: list[Task] = ["blog_post", "twitter_thread", "github_repo", "image"]
-    return size("judge") + size("choose_format") + max(size(task) for task in generate)
 
 
 def test_an_idea_prompt_is_bounded_whatever_the_brief() -> None:
@@ -574,12 +563,13 @@ def test_the_worst_case_prompt_per_credit_is_bounded_and_stated(client: IdeaExpa
         pipeline.expand(user.id, idea_id=idea.id)
     tasks = [task for task, _ in provider.prompts]
     assert tasks[:2] == ["judge", "choose_format"]
-    assert len(tasks) == 3
-    worst = _worst_case_per_credit()
-    assert sum(chars for _, chars in provider.prompts) <= worst
-    assert worst <= 40_000, "one credit must not buy an unbounded prompt"
-    stated = re.search(r"at most \*\*([0-9,]+) characters\*\* per credit", README.read_text())
-    assert stated is not None, "the README states the worst-case prompt per credit"
+    # model_usage: every call's prompt (in UTF-8 bytes, at least its tokens) stays under its ceiling
+    for task, size in provider.prompts:
+        assert size <= call_ceiling(task).input_tokens, task
+    worst = worst_case_tokens_per_credit()
+    assert worst <= 600_000, "one credit must not buy an unbounded prompt"
+    stated = re.search(r"at most \*\*([0-9,]+) tokens\*\* per\s+credit", README.read_text())
+    assert stated is not None, "the README states the worst-case tokens per credit"
     assert int(stated.group(1).replace(",", "")) == worst
 
 

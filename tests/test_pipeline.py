@@ -128,7 +128,9 @@ def test_each_format_end_to_end(
     assert e.judge_score is not None
     assert 0 <= e.judge_score <= 100
     assert e.judge_reasoning
-    assert e.tokens_used == 120 * len(provider.calls) == 240  # judge + generate, summed
+    # judge + generate, summed; blog posts and repositories are also planned and reviewed (model_usage)
+    planned = fmt in (OutputFormat.BLOG_POST, OutputFormat.GITHUB_REPO)
+    assert e.tokens_used == 120 * len(provider.calls) == (480 if planned else 240)
     assert e.current_stage == Stage.DONE
     assert e.completed_at is not None
     assert e.completed_at >= e.started_at
@@ -228,7 +230,8 @@ def test_failure_at_each_stage_is_recorded_and_never_charged(
     # The judge's verdict is kept on failed runs that got past it.
     judged = stage not in (Stage.SELECT, Stage.JUDGE)
     assert (execution.judge_score is not None, execution.judge_reasoning is not None) == (judged, judged)
-    assert execution.tokens_used == (120 if judged else 0) + (120 if stage in (Stage.IMAGE, Stage.PERSIST) else 0)
+    # a blog post's generate stage is three calls: plan, draft, review (model_usage)
+    assert execution.tokens_used == (120 if judged else 0) + (360 if stage in (Stage.IMAGE, Stage.PERSIST) else 0)
     assert snapshot(client, user) == before
     assert [c.status for c in client.credits.charges(user)] == ["released"]
     assert client.ideas.get(idea).status == IdeaStatus.PENDING

@@ -63,6 +63,14 @@ GUIDE_COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "worker_id": ("text", "YES"),
         "heartbeat_at": ("timestamp with time zone", "YES"),
         "make_public": ("boolean", "NO"),
+        # model_usage migration: the run record
+        "input_tokens": ("integer", "NO"),
+        "output_tokens": ("integer", "NO"),
+        "cost_usd": ("numeric", "YES"),
+        "model_calls": ("jsonb", "NO"),
+        "generation": ("text", "YES"),
+        "review_score": ("integer", "YES"),
+        "charged": ("boolean", "NO"),
     },
     "outputs": {
         "id": ("uuid", "NO"),
@@ -135,6 +143,10 @@ DEFAULTS = {
     ("credentials", "validation_status"): "'not_checked'::text",
     ("executions", "status"): "'running'::text",
     ("executions", "tokens_used"): "0",
+    ("executions", "input_tokens"): "0",
+    ("executions", "output_tokens"): "0",
+    ("executions", "model_calls"): "'[]'::jsonb",
+    ("executions", "charged"): "false",
     ("outputs", "published"): "false",
     ("outputs", "publication_metadata"): "'{}'::jsonb",
     ("blog_posts", "is_public"): "true",
@@ -264,7 +276,9 @@ EXPECTED_EXECUTE = {
     "claim_next_expansion(text)": {"service_role"},
     "record_expansion_stage(uuid,text)": {"service_role"},
     "record_expansion_evaluation(uuid,integer,text)": {"service_role"},
-    "finish_expansion(uuid,text,integer,integer,text,text,text,jsonb,text,text)": {"service_role"},
+    "finish_expansion(uuid,text,integer,integer,text,text,text,jsonb,text,text,jsonb,numeric,integer)": {
+        "service_role"
+    },
     "record_expansion_delivery(uuid,text,text,text,jsonb)": {"service_role"},
     "reap_stale_expansions(interval)": {"service_role"},
     "expansion_status(uuid)": {"authenticated", "service_role"},
@@ -280,6 +294,7 @@ EXPECTED_EXECUTE = {
     "private.email_digest(text)": {"service_role"},
     "private.keep_financial_rows()": set(),
     "private.jsonb_strings_within(jsonb,integer)": {"authenticated", "service_role"},
+    "private.model_calls_valid(jsonb)": {"authenticated", "service_role"},
     "private.texts_within(text[],integer)": {"authenticated", "service_role"},
     "private.image_slot_free(text)": {"authenticated"},
     "private.uuidv7()": {"service_role"},  # the ledger id default, evaluated by whoever inserts a charge

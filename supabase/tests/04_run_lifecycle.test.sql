@@ -23,10 +23,12 @@ select function_privs_are('public', 'record_expansion_evaluation', array['uuid',
 select function_privs_are('public', 'record_expansion_evaluation', array['uuid', 'integer', 'text'],
   'service_role', array['EXECUTE']);
 select function_privs_are('public', 'finish_expansion',
-  array['uuid', 'text', 'integer', 'integer', 'text', 'text', 'text', 'jsonb', 'text', 'text'],
+  array['uuid', 'text', 'integer', 'integer', 'text', 'text', 'text', 'jsonb', 'text', 'text', 'jsonb', 'numeric',
+        'integer'],
   'authenticated', array[]::text[]);
 select function_privs_are('public', 'finish_expansion',
-  array['uuid', 'text', 'integer', 'integer', 'text', 'text', 'text', 'jsonb', 'text', 'text'],
+  array['uuid', 'text', 'integer', 'integer', 'text', 'text', 'text', 'jsonb', 'text', 'text', 'jsonb', 'numeric',
+        'integer'],
   'service_role', array['EXECUTE']);
 select function_privs_are('public', 'record_expansion_delivery', array['uuid', 'text', 'text', 'text', 'jsonb'],
   'authenticated', array[]::text[]);

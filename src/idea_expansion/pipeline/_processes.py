@@ -28,7 +28,7 @@ import pickle
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -44,8 +44,9 @@ from .._exceptions import ConfigurationError, IdeaExpansionError, WorkerProcessE
 from .._settings import Settings
 
 if TYPE_CHECKING:
+    from .pricing import PriceTable
     from .providers import Provider as ModelProvider
-    from .runner import ImageRenderer, Pipeline
+    from .runner import ImageMode, ImageRenderer, Pipeline
 
 __all__ = [
     "ClientRecipe",
@@ -89,23 +90,32 @@ class PipelineRecipe:
     provider: ModelProvider | None
     """A provider object, or None: the providers (and images) `provider_settings` name."""
     provider_settings: Settings | None
+    image_mode: ImageMode
+    """none, card or model (with `provider_settings`, what those settings chose in the parent)."""
     image_renderer: ImageRenderer | None
-    """None: the offline title card (or, with `provider_settings`, what those settings choose)."""
+    """The image model's renderer (mode "model"); None otherwise, or what `provider_settings` choose."""
+    prices: PriceTable | None
+    """The price table (with `provider_settings`, read from them again)."""
+    review_threshold: int
     github_api_url: str
     stale_after: timedelta
     heartbeat_every: timedelta
 
     def build(self, client: IdeaExpansion) -> Pipeline:
-        provider, renderer = self.provider, self.image_renderer
+        provider, renderer, prices = self.provider, self.image_renderer, self.prices
         if self.provider_settings is not None:
-            from .setup import image_renderer_from_settings, providers_from_settings
+            from .setup import image_renderer_from_settings, prices_from_settings, providers_from_settings
 
             provider = providers_from_settings(self.provider_settings)
-            renderer = image_renderer_from_settings(self.provider_settings)
+            renderer = image_renderer_from_settings(self.provider_settings) if self.image_mode == "model" else None
+            prices = prices_from_settings(self.provider_settings)
         return self.pipeline_class(
             client,
             provider=provider,
+            image_mode=self.image_mode,
             image_renderer=renderer,
+            prices=prices,
+            review_threshold=self.review_threshold,
             github_api_url=self.github_api_url,
             stale_after=self.stale_after,
             heartbeat_every=self.heartbeat_every,
@@ -121,6 +131,8 @@ class LoopOptions:
     exit_when_idle: bool
     max_runs: int | None
     worker_id: str | None
+    process_setup: Callable[[], object] | None = None
+    """Called first in each process (the log configuration, say): a fresh process inherits none of it."""
 
 
 _ONLY_THREADS = "or run threads in this process instead: run_worker(concurrency=1, threads_per_process=N)"
@@ -382,6 +394,8 @@ def _child_main(
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)  # held by the parent while it started us
     threading.Thread(target=_watch_parent, args=(halt, stop), name="parent-watch", daemon=True).start()
+    if options.process_setup is not None:
+        options.process_setup()
     base = f"{options.worker_id}/{index}" if options.worker_id else f"{socket.gethostname()}:{os.getpid()}"
     max_runs = options.max_runs
     if max_runs is not None:  # this process's share: together exactly max_runs

@@ -110,7 +110,11 @@ class AsyncPipeline:
         idempotency_key: IdLike | None = None,
         public: bool = False,
     ) -> Execution:
-        """Queue an expansion for the workers (`Pipeline.enqueue`): its credit is held and its idea fixed now."""
+        """Queue an expansion for the workers (`Pipeline.enqueue`): its credit is held and its idea fixed now.
+        An image run where images cannot be made or stored is refused first (`ConfigurationError`)."""
+        if format is not None:
+            pipeline = await asyncio.to_thread(self._runs)
+            pipeline.check_format(format)
         return await self._client.expansions.enqueue(
             user_id,
             idea_id=idea_id,

@@ -31,8 +31,10 @@ __all__ = [
     "ImageDraft",
     "JudgeVerdict",
     "OutputContent",
+    "PlanDraft",
     "RepoDraft",
     "RepoFile",
+    "ReviewVerdict",
     "StoredImage",
     "ThreadDraft",
     "TwitterThreadContent",
@@ -110,3 +112,26 @@ class ImageDraft(Model):
     """Caption shown under the image."""
     headline: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
     """Words on a title card."""
+
+
+Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+
+
+class PlanDraft(Model):
+    """The plan of a blog post or a repository, made before the draft and carried into its instructions."""
+
+    approach: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=600)]
+    """The angle and audience of a post, or the kind of program and its design for a repository."""
+    outline: list[Line] = Field(min_length=2, max_length=12)
+    """A post's sections in order (a heading and what it says), or a repository's files (a path and its role)."""
+
+
+class ReviewVerdict(Model):
+    """A reviewer's verdict on a draft, against the rubric in its instructions."""
+
+    score: int = Field(ge=0, le=100)
+    """0-100 against the rubric."""
+    feedback: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=400)]] = Field(
+        default_factory=list, max_length=8
+    )
+    """Concrete changes that would raise the score, most important first."""

@@ -10,6 +10,13 @@ The database owns the run, and the pipeline reaches it only through `client.expa
   repositories pushed to GitHub. One that fails after the capture makes the run `partial` (charged once)
   and `deliver(output_id)` retries it without another charge.
 
+Every model call is recorded (stage, task, the provider and model that answered, tokens, and whether it
+fell back to the offline templates), with the sums and, given a price table, the cost. A run in which any
+call fell back is never charged as a model run: it ends partial, its credit released (the database
+enforces it), its output kept for its owner, and nothing of it is uploaded or published. Blog posts and
+repositories are planned, drafted, reviewed against a rubric and revised at most once when the review
+scores below `review_threshold` (see `prompts` and, for the most a run can spend, `budget`).
+
 So an offline run costs two lifecycle calls (start or claim, and finish). Longer runs send a heartbeat
 (`record_stage`) at a stage boundary once a minute has passed since the last sign of life, so the reaper
 never takes a live run; a watcher polling `expansions.status()` sees queued, then running, the stage of
@@ -27,8 +34,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, get_args
 
 import httpx
 from pydantic import BaseModel
@@ -37,6 +45,7 @@ from .._exceptions import (
     APIConnectionError,
     APIError,
     ConfigurationError,
+    ConflictError,
     IdeaExpansionError,
     InvalidRequestError,
     NotFoundError,
@@ -52,6 +61,7 @@ from ..types.expansions import (
     ExpansionStarted,
 )
 from ..types.ids import IdLike
+from ..types.rows import ModelCall
 from ._processes import (
     LoopOptions,
     PipelineRecipe,
@@ -62,6 +72,7 @@ from ._processes import (
     client_recipe,
     run_processes,
 )
+from .budget import IMAGE_PROMPT_CHARS
 from .content import (
     BlogDraft,
     BlogPostContent,
@@ -71,22 +82,45 @@ from .content import (
     ImageDraft,
     JudgeVerdict,
     OutputContent,
+    PlanDraft,
     RepoDraft,
+    ReviewVerdict,
     StoredImage,
     ThreadDraft,
 )
 from .formats import build_blog_post, build_repo, build_thread, render_title_card
 from .github import API as GITHUB_API
 from .github import GitHubPublisher, PublishError, PublishResult, github_http_client
+from .prompts import (
+    CHOOSE_FORMAT_WITHOUT_IMAGES,
+    INSTRUCTIONS,
+    PLANNED_FORMATS,
+    draft_instructions,
+    plan_instructions,
+    review_instructions,
+)
 from .providers import Completion, IdeaBrief, OfflineProvider, ProviderError, Task
 from .providers import Provider as ModelProvider
+from .providers.base import RenderedImage
 
 if TYPE_CHECKING:
     from .._client import IdeaExpansion
     from .._settings import Settings
     from ..types.expansions import ExpansionStatus
+    from .pricing import PriceTable
 
-__all__ = ["HEARTBEAT_EVERY", "STALE_AFTER", "Pipeline", "ProgressCallback", "WorkerProcessError", "WorkerThreadError"]
+__all__ = [
+    "DEFAULT_REVIEW_THRESHOLD",
+    "HEARTBEAT_EVERY",
+    "INSTRUCTIONS",
+    "STALE_AFTER",
+    "ImageMode",
+    "ImageRenderer",
+    "Pipeline",
+    "ProgressCallback",
+    "WorkerProcessError",
+    "WorkerThreadError",
+]
 
 log = logging.getLogger("idea_expansion.pipeline")
 T = TypeVar("T", bound=BaseModel)
@@ -95,19 +129,14 @@ _MOST_WORKERS = 1024
 """The most worker processes, and the most claim loops per process, one `run_worker` starts."""
 HEARTBEAT_EVERY = timedelta(minutes=1)
 """A running run reports its stage (its heartbeat) at a stage boundary once this long has passed."""
-ImageRenderer = Callable[[ImageDraft], tuple[bytes, int, int, int]]
-"""Makes a PNG for a draft: (bytes, width, height, tokens spent)."""
-
-INSTRUCTIONS: dict[Task, str] = {
-    "judge": "Score how promising and ready to expand this idea is, 0-100, and say why in two sentences.",
-    "choose_format": "Choose the format that suits the idea best: blog_post, twitter_thread, github_repo or image.",
-    "blog_post": "Write a clear blog post (600-1200 words) in sections, with tags, a meta description of at "
-    "most 160 characters and a social post of at most 280 characters.",
-    "twitter_thread": "Write a thread of 3-10 posts, each at most 270 characters, without numbering them.",
-    "github_repo": "Design a small, runnable Python repository: README.md, main.py and requirements.txt at least, "
-    "a lower-case hyphenated name, a description and run instructions.",
-    "image": "Describe one image that captures the idea: a text-to-image prompt, a caption and a short headline.",
-}
+ImageRenderer = Callable[[ImageDraft], RenderedImage]
+"""Makes a PNG for a draft with an image model (`image_mode="model"`): the picture and who made it."""
+ImageMode = Literal["none", "card", "model"]
+"""none: no images (image runs refused, blog posts without a cover); card: the offline title card; model:
+an image model (`image_renderer`)."""
+DEFAULT_REVIEW_THRESHOLD = 70
+"""A model review scoring a draft below this asks for the one revision."""
+TITLE_CARD_PROVIDER, TITLE_CARD_MODEL = "offline", "title-card"
 _DRAFTS: dict[OutputFormat, type[BaseModel]] = {
     OutputFormat.BLOG_POST: BlogDraft,
     OutputFormat.TWITTER_THREAD: ThreadDraft,
@@ -123,7 +152,8 @@ class _Run:
     execution: Execution
     idea: Idea
     last_beat: float
-    tokens: int = 0
+    calls: list[ModelCall] = field(default_factory=list)
+    review_score: int | None = None
     evaluation: Evaluation | None = None
     format_chosen: OutputFormat | None = None
     format_reasoning: str | None = None
@@ -132,34 +162,92 @@ class _Run:
     """Rendered images, stored only after the capture."""
     github_token: str | None = None
 
-    def add(self, completion: Completion[Any]) -> None:
-        self.tokens += completion.tokens
+    @property
+    def tokens(self) -> int:
+        return sum(call.tokens for call in self.calls)
+
+    @property
+    def fell_back(self) -> bool:
+        return any(call.fallback for call in self.calls)
+
+    def add(self, completion: Completion[Any], stage: Stage, task: Task) -> None:
+        fallback = completion.fell_back_to_offline
+        self.calls.append(
+            ModelCall(
+                stage=stage.value,
+                task=task,
+                provider=(completion.provider or "unknown")[:64],
+                model=(completion.model or "unknown")[:200],
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+                fallback=fallback,
+                fallback_errors=[error[:500] for error in completion.fallback_errors[:8]] if fallback else None,
+            )
+        )
+
+    def add_image(self, image: RenderedImage) -> None:
+        self.calls.append(
+            ModelCall(
+                stage=Stage.IMAGE.value,
+                task="image",
+                provider=(image.provider or "unknown")[:64],
+                model=(image.model or "unknown")[:200],
+                input_tokens=image.input_tokens,
+                output_tokens=image.output_tokens,
+            )
+        )
 
 
 class Pipeline:
     """Runs expansions for a service client: `Pipeline(client, provider=OfflineProvider())`, or
-    `Pipeline.from_settings(client)` for the providers IDEA_EXPANSION_PROVIDER names. It owns one HTTP
-    client for GitHub: close the pipeline (or use it as a context manager) when done."""
+    `Pipeline.from_settings(client)` for the providers, image mode, prices and review threshold the
+    settings name. It owns one HTTP client for GitHub: close the pipeline (or use it as a context manager)
+    when done.
+
+    Args:
+        image_mode: "none", "card" (the offline title card) or "model" (`image_renderer`); by default
+            "model" when a renderer is given, else "card".
+        image_renderer: Renders pictures with an image model (image mode "model").
+        prices: The price table the runs' cost is computed with (None: no cost recorded).
+        review_threshold: A model review below this (0-100) asks for the one revision.
+    """
 
     def __init__(
         self,
         client: IdeaExpansion,
         *,
         provider: ModelProvider | None = None,
+        image_mode: ImageMode | None = None,
         image_renderer: ImageRenderer | None = None,
+        prices: PriceTable | None = None,
+        review_threshold: int = DEFAULT_REVIEW_THRESHOLD,
         github_http: httpx.Client | None = None,
         github_api_url: str = GITHUB_API,
         stale_after: timedelta | None = None,
         heartbeat_every: timedelta = HEARTBEAT_EVERY,
     ) -> None:
         _check_service_client(client)
+        mode: ImageMode = image_mode or ("model" if image_renderer is not None else "card")
+        if mode not in get_args(ImageMode):
+            raise ConfigurationError(f"image_mode must be none, card or model, not {image_mode!r}")
+        if (mode == "model") != (image_renderer is not None):
+            raise ConfigurationError(
+                "image_mode 'model' needs an image_renderer"
+                if mode == "model"
+                else f"an image_renderer is used only with image_mode 'model', not {mode!r}"
+            )
+        if not _whole_number(review_threshold) or not 0 <= review_threshold <= 100:
+            raise InvalidRequestError(f"review_threshold must be from 0 to 100, not {review_threshold!r}")
         # Checked now: a bad period found mid-run would fail every run, each after holding a credit.
         for name, period in (("stale_after", stale_after), ("heartbeat_every", heartbeat_every)):
             if period is not None and (not isinstance(period, timedelta) or period < timedelta(0)):
                 raise InvalidRequestError(f"{name} must be a non-negative timedelta, not {period!r}")
         self._client = client
         self.provider: ModelProvider = provider or OfflineProvider()
-        self._render_image = image_renderer or _title_card
+        self.image_mode: ImageMode = mode
+        self._render_image: ImageRenderer | None = image_renderer
+        self.prices = prices
+        self.review_threshold = review_threshold
         self._github_http = github_http
         self._owns_github_http = github_http is None
         self._github_lock = threading.Lock()
@@ -179,16 +267,27 @@ class Pipeline:
         stale_after: timedelta | None = None,
     ) -> Pipeline:
         """The pipeline the settings (by default the client's) describe: IDEA_EXPANSION_PROVIDER's
-        providers and, with `openai` among them, OpenAI images. An explicit `provider` replaces both
-        (images are then the offline title card)."""
-        from .setup import image_renderer_from_settings, providers_from_settings
+        providers, IDEA_EXPANSION_IMAGE_MODE's images, IDEA_EXPANSION_PRICES and the review threshold. An
+        explicit `provider` replaces the providers (and an image model: images are then title cards)."""
+        from .setup import (
+            image_mode_from_settings,
+            image_renderer_from_settings,
+            prices_from_settings,
+            providers_from_settings,
+        )
 
         _check_service_client(client)
         settings = settings or client.settings
+        mode = image_mode_from_settings(settings)
+        if provider is not None and mode == "model":
+            mode = "card"
         pipeline = cls(
             client,
             provider=provider or providers_from_settings(settings),
-            image_renderer=None if provider else image_renderer_from_settings(settings),
+            image_mode=mode,
+            image_renderer=image_renderer_from_settings(settings) if mode == "model" else None,
+            prices=prices_from_settings(settings),
+            review_threshold=settings.review_threshold,
             stale_after=stale_after,
         )
         # A model client cannot be sent to a worker process, but the settings that made it can.
@@ -243,7 +342,10 @@ class Pipeline:
             InsufficientCreditsError: the user has no credit (nothing is generated).
             PipelineError: the run failed; it is recorded as failed and its credit released.
             InvalidRequestError / NotFoundError: a bad format, or an idea that is not the user's or not pending.
+            ConfigurationError: an image run where images cannot be made or stored (image mode "none", or
+                no storage); refused before any credit is held.
         """
+        self.check_format(format)
         started = self._client.expansions.start(
             user_id,
             idea_id=idea_id,
@@ -265,7 +367,9 @@ class Pipeline:
         public: bool = False,
     ) -> Execution:
         """Queue an expansion for the workers. Its credit is held and its idea fixed now, so queueing
-        beyond the balance is refused with `InsufficientCreditsError` just as running would be."""
+        beyond the balance is refused with `InsufficientCreditsError` just as running would be, and an
+        image run where images cannot be made or stored with `ConfigurationError`, before any credit is held."""
+        self.check_format(format)
         return self._client.expansions.enqueue(
             user_id,
             idea_id=idea_id,
@@ -273,6 +377,18 @@ class Pipeline:
             idempotency_key=idempotency_key,
             public=public,
         )
+
+    @property
+    def images_available(self) -> bool:
+        """Whether runs can make and store images: an image mode other than "none", and storage that works."""
+        return self.image_mode != "none" and _storage_available(self._client)
+
+    def check_format(self, format: OutputFormat | str | None) -> None:
+        """Refuse, with `ConfigurationError`, a format this pipeline cannot make here (an image run where
+        images cannot be made or stored), before any credit is held."""
+        if format is not None and str(format) == OutputFormat.IMAGE.value and not self.images_available:
+            why = 'the image mode is "none"' if self.image_mode == "none" else "no file storage is available"
+            raise ConfigurationError(f"image runs are off here: {why}; ask for another format (nothing was charged)")
 
     def status(self, execution_id: IdLike) -> ExpansionStatus:
         """Where a run is: status, stage, its outputs and its error if any."""
@@ -295,6 +411,7 @@ class Pipeline:
         exit_when_idle: bool = False,
         max_runs: int | None = None,
         worker_id: str | None = None,
+        process_setup: Callable[[], object] | None = None,
     ) -> int:
         """Process queued expansions until `stop` is set (or the queue is empty, with `exit_when_idle`).
         Any number of workers, in any number of processes and machines, may share a database: each queued
@@ -308,6 +425,9 @@ class Pipeline:
             threads_per_process: Claim loops per process. Threads overlap waits (a model's answer) but
                 not Python work, which holds the interpreter lock: processes are what scale with cores.
             max_runs: At most this many runs, in all processes together.
+            process_setup: Called first in each worker process (with `concurrency` > 1), before its client
+                is built: what a fresh process needs that it cannot inherit, such as the log configuration
+                (`functools.partial(logging.basicConfig, level=logging.INFO)`). It must be picklable.
 
         Returns:
             How many runs this worker took (in all its processes).
@@ -330,6 +450,8 @@ class Pipeline:
             raise InvalidRequestError(f"max_runs must be at least 0 (or None for no limit), not {max_runs!r}")
         if stop is not None and not all(callable(getattr(stop, name, None)) for name in ("is_set", "set", "wait")):
             raise InvalidRequestError(f"stop must be a threading.Event, not {type(stop).__name__}")
+        if process_setup is not None and not callable(process_setup):
+            raise InvalidRequestError(f"process_setup must be callable, not {type(process_setup).__name__}")
         is_number = _whole_number(poll_interval) or isinstance(poll_interval, float)
         if not is_number or not 0 <= poll_interval <= 86_400:  # NaN fails too; an infinite wait would overflow
             raise InvalidRequestError(f"poll_interval must be 0 to 86400 seconds, not {poll_interval!r}")
@@ -347,7 +469,9 @@ class Pipeline:
                 reaper=True,
             )
             return taken.value
-        options = LoopOptions(threads_per_process, poll_interval, exit_when_idle, max_runs, worker_id)
+        if process_setup is not None:
+            check_picklable(process_setup, "process_setup")
+        options = LoopOptions(threads_per_process, poll_interval, exit_when_idle, max_runs, worker_id, process_setup)
         return run_processes(self._worker_recipe(), processes=concurrency, options=options, stop=stop)
 
     def _work(
@@ -400,7 +524,8 @@ class Pipeline:
                 try:
                     self._execute(claimed, None)
                 except PipelineError as exc:
-                    log.warning("execution %s failed at %s: %s", exc.execution_id, exc.stage, exc)
+                    # The error already names the run and the stage; `extra` carries them for JSON logs.
+                    log.warning("%s", exc, extra={"execution_id": str(exc.execution_id), "stage": str(exc.stage)})
                 except Exception:  # a run must never take its worker thread down with it
                     log.exception("execution %s ended with an unexpected error", claimed.execution.id)
 
@@ -449,7 +574,10 @@ class Pipeline:
             pipeline_class=type(self),
             provider=None if from_settings else self.provider,
             provider_settings=self._provider_settings,
-            image_renderer=None if from_settings or self._render_image is _title_card else self._render_image,
+            image_mode=self.image_mode,
+            image_renderer=None if from_settings else self._render_image,
+            prices=None if from_settings else self.prices,
+            review_threshold=self.review_threshold,
             github_api_url=self._github_api,
             stale_after=self.stale_after,
             heartbeat_every=self.heartbeat_every,
@@ -457,6 +585,7 @@ class Pipeline:
         check_picklable(recipe.pipeline_class, f"the pipeline class {type(self).__qualname__}")
         check_picklable(recipe.provider, f"the provider {type(self.provider).__name__}")
         check_picklable(recipe.image_renderer, "the image renderer")
+        check_picklable(recipe.prices, "the price table")
         check_picklable(recipe.client.settings, "the client's settings")
         return recipe
 
@@ -474,13 +603,24 @@ class Pipeline:
 
     def deliver(self, output_id: IdLike) -> Output:
         """Retry, without another charge, what failed after a run's capture: store its images again
-        (re-rendered from the stored drafts) and publish a repository that is not published yet."""
+        (re-rendered from the stored drafts) and publish a repository that is not published yet.
+
+        Raises:
+            ConflictError: the run was never charged (it fell back to the offline templates): nothing of
+                it is delivered.
+        """
         output = self._client.outputs.get(output_id)
         content = output.content
+        execution = self._client.executions.get(output.execution_id)
+        if not execution.charged:
+            raise ConflictError(
+                f"execution {execution.id} was not charged (generation {execution.generation}): its output is "
+                "kept for its owner and never delivered; run it again with a working model",
+                code="PT409",
+            )
         if isinstance(content, GitHubRepoContent):
             if output.published:
                 return output
-            execution = self._client.executions.get(output.execution_id)
             published = self._publisher(output.user_id).publish(content, private=not execution.make_public)
             recorded = self._record_publication(output.execution_id, published)
             if recorded is None or recorded.output is None:
@@ -490,7 +630,7 @@ class Pipeline:
             try:
                 self._client.storage.download(stored.storage_path)
             except NotFoundError:
-                data = self._render_image(draft)[0]
+                data = self._draw(draft).data
                 self._client.storage.upload(stored.storage_path, data, content_type=stored.mime_type, upsert=True)
         return output
 
@@ -521,7 +661,7 @@ class Pipeline:
 
             stage = Stage.JUDGE
             self._enter(run, stage, on_progress)
-            verdict = self._ask("judge", JudgeVerdict, run)
+            verdict = self._ask("judge", JudgeVerdict, run, stage)
             run.evaluation = Evaluation(score=verdict.score, reasoning=verdict.reasoning)
 
             stage = Stage.CHOOSE_FORMAT
@@ -532,11 +672,11 @@ class Pipeline:
             self._enter(run, stage, on_progress)
             content, draft = self._generate(run, chosen)
 
-            if chosen in (OutputFormat.IMAGE, OutputFormat.BLOG_POST):
+            if chosen == OutputFormat.IMAGE or (chosen == OutputFormat.BLOG_POST and self._covers(run)):
                 stage = Stage.IMAGE
                 self._enter(run, stage, on_progress)
                 content = self._render(run, chosen, content, draft)
-            if chosen == OutputFormat.GITHUB_REPO:
+            if chosen == OutputFormat.GITHUB_REPO and not run.fell_back:
                 run.github_token = self._github_token(run)  # a read; the push waits for the capture
 
             assert not isinstance(content, ImageDraft), "the image stage turns an image draft into content"
@@ -572,15 +712,25 @@ class Pipeline:
     def _choose_format(self, run: _Run) -> OutputFormat:
         forced = run.execution.requested_format
         if forced is not None:
+            if forced == OutputFormat.IMAGE and not self.images_available:  # queued before images went off
+                raise ConfigurationError("image runs are off here (image mode none, or no file storage)")
             run.format_chosen, run.format_reasoning = forced, "Requested by the caller."
-        else:
-            decision = self._ask("choose_format", FormatDecision, run)
-            run.format_chosen, run.format_reasoning = decision.format, decision.reasoning
+            return forced
+        images = self.images_available
+        instructions = INSTRUCTIONS["choose_format"] if images else CHOOSE_FORMAT_WITHOUT_IMAGES
+        decision = self._ask("choose_format", FormatDecision, run, Stage.CHOOSE_FORMAT, instructions)
+        run.format_chosen, run.format_reasoning = decision.format, decision.reasoning
+        if decision.format == OutputFormat.IMAGE and not images:  # the chooser never picks what cannot be made
+            run.format_chosen = OutputFormat.BLOG_POST
+            run.format_reasoning = f"{decision.reasoning} (Images are off here, so a blog post instead.)"
         return run.format_chosen
 
     def _generate(self, run: _Run, chosen: OutputFormat) -> tuple[OutputContent | ImageDraft, BaseModel]:
-        draft = self._ask(chosen.value, _DRAFTS[chosen], run)
-        by = self.provider.name
+        if chosen in PLANNED_FORMATS:
+            draft: BaseModel = self._planned_draft(run, chosen)
+        else:
+            draft = self._ask(chosen.value, _DRAFTS[chosen], run, Stage.GENERATE)
+        by = self._generated_by(run)
         if isinstance(draft, BlogDraft):
             return build_blog_post(draft, generated_by=by), draft
         if isinstance(draft, ThreadDraft):
@@ -589,6 +739,39 @@ class Pipeline:
             return build_repo(draft, generated_by=by), draft
         assert isinstance(draft, ImageDraft)
         return draft, draft  # the image itself is made in the image stage
+
+    def _planned_draft(self, run: _Run, chosen: OutputFormat) -> BlogDraft | RepoDraft:
+        """Plan, draft, review; one revision (and its review) when a model review scores below the
+        threshold. Only a model's review counts: the offline templates cannot review, so their verdict is
+        not recorded and never asks for a revision (see `OfflineProvider`)."""
+        schema: type[BlogDraft | RepoDraft] = BlogDraft if chosen == OutputFormat.BLOG_POST else RepoDraft
+        task: Task = chosen.value
+        plan = self._ask("plan", PlanDraft, run, Stage.GENERATE, plan_instructions(chosen))
+        draft = self._ask(task, schema, run, Stage.GENERATE, draft_instructions(chosen, plan))
+        drafted_by_model = not _offline(run.calls[-1])
+        review, reviewed_by_model = self._review(run, chosen, draft)
+        if reviewed_by_model and drafted_by_model and review.score < self.review_threshold:
+            draft = self._ask(task, schema, run, Stage.GENERATE, draft_instructions(chosen, plan, review))
+            review, reviewed_by_model = self._review(run, chosen, draft)
+        run.review_score = review.score if reviewed_by_model else None
+        return draft
+
+    def _review(self, run: _Run, chosen: OutputFormat, draft: BlogDraft | RepoDraft) -> tuple[ReviewVerdict, bool]:
+        verdict = self._ask("review", ReviewVerdict, run, Stage.GENERATE, review_instructions(chosen, draft))
+        return verdict, not _offline(run.calls[-1])
+
+    def _generated_by(self, run: _Run) -> str:
+        """Who wrote the content: the providers that answered the run's calls (not the chain's name)."""
+        answered = [call for call in run.calls if call.task != "image" or call.stage != Stage.IMAGE.value]
+        names = list(
+            dict.fromkeys(f"{c.provider}:{c.model}" if c.provider != "offline" else "offline" for c in answered)
+        )
+        return ", ".join(names)[:200] or self.provider.name
+
+    def _covers(self, run: _Run) -> bool:
+        """Whether a blog post gets a cover: images on, storage working, and a run that did not fall back
+        (a fallback run uploads nothing)."""
+        return self.images_available and not run.fell_back
 
     def _render(self, run: _Run, chosen: OutputFormat, content: Any, draft: BaseModel) -> OutputContent:
         """Render images in memory; they are stored only after the capture."""
@@ -600,7 +783,7 @@ class Pipeline:
                 caption=draft.caption,
                 headline=draft.headline,
                 image=stored,
-                generated_by=self.provider.name,
+                generated_by=self._generated_by(run),
             )
         # A blog post's cover card is extra: without it the post is still saved, as a partial run.
         try:
@@ -611,17 +794,28 @@ class Pipeline:
         return content.model_copy(update={"cover_image": stored})  # type: ignore[no-any-return]
 
     def _rendered(self, run: _Run, draft: ImageDraft, name: str) -> StoredImage:
-        data, width, height, tokens = self._render_image(draft)
-        run.tokens += tokens
+        image = self._draw(draft)
+        run.add_image(image)
         path = f"{run.execution.user_id}/{run.execution.id}/{name}"
-        run.uploads.append((path, data))
+        if not run.fell_back:  # a fallback run uploads nothing to the public bucket
+            run.uploads.append((path, image.data))
         return StoredImage(
             storage_path=path,
             url=self._client.storage.public_url(path),
-            width=width,
-            height=height,
+            width=image.width,
+            height=image.height,
             mime_type="image/png",
         )
+
+    def _draw(self, draft: ImageDraft) -> RenderedImage:
+        """A picture for a draft: the image model's in mode "model", else the offline title card."""
+        if self._render_image is None:
+            return _title_card(draft)
+        clipped = draft.model_copy(update={"prompt": draft.prompt[:IMAGE_PROMPT_CHARS]})
+        image = self._render_image(clipped)
+        if not isinstance(image, RenderedImage):
+            raise ProviderError(f"the image renderer returned {type(image).__name__}, not a RenderedImage")
+        return image
 
     def _github_token(self, run: _Run) -> str | None:
         try:
@@ -636,10 +830,22 @@ class Pipeline:
             return None
 
     def _outcome(self, run: _Run, content: OutputContent) -> ExpansionOutcome:
+        fallbacks = [call for call in run.calls if call.fallback]
+        if fallbacks:  # the fallback rule: partial, never charged (the database releases the credit)
+            errors = list(dict.fromkeys(error for call in fallbacks for error in call.fallback_errors or ()))
+            tasks = ", ".join(dict.fromkeys(call.task for call in fallbacks))
+            message = (
+                f"the offline templates answered {tasks} because the models failed ({'; '.join(errors)[:1200]}); "
+                "not charged: the credit was released, and nothing was uploaded or published"
+            )
+            run.soft_errors.insert(0, (Stage(fallbacks[0].stage), message))
         partial = bool(run.soft_errors)
         return ExpansionOutcome(
             status="partial" if partial else "completed",
             tokens_used=run.tokens,
+            model_calls=run.calls,
+            cost_usd=self._cost(run.calls),
+            review_score=run.review_score,
             evaluation=run.evaluation,
             format_chosen=run.format_chosen,
             format_reasoning=run.format_reasoning,
@@ -649,9 +855,12 @@ class Pipeline:
         )
 
     def _fail(self, execution: Execution, run: _Run | None, stage: Stage, message: str) -> None:
+        calls = run.calls[:64] if run else []
         outcome = ExpansionOutcome(
             status="failed",
-            tokens_used=run.tokens if run else 0,
+            tokens_used=sum(call.tokens for call in calls),
+            model_calls=calls,
+            cost_usd=self._cost(calls),
             evaluation=run.evaluation if run else None,
             format_chosen=run.format_chosen if run else None,
             format_reasoning=run.format_reasoning if run else None,
@@ -729,10 +938,28 @@ class Pipeline:
         return GitHubPublisher(token, http_client=self.github_http, base_url=self._github_api)
 
     # -- helpers ----------------------------------------------------------------------------------------
-    def _ask(self, task: Task, schema: type[T], run: _Run) -> T:
-        completion = self.provider.generate(task, schema, idea=_brief(run.idea), instructions=INSTRUCTIONS[task])
-        run.add(completion)
+    def _ask(self, task: Task, schema: type[T], run: _Run, stage: Stage, instructions: str | None = None) -> T:
+        text = INSTRUCTIONS[task] if instructions is None else instructions
+        completion = self.provider.generate(task, schema, idea=_brief(run.idea), instructions=text)
+        if not isinstance(completion.value, schema):
+            raise ProviderError(f"{self.provider.name} answered {task} with {type(completion.value).__name__}")
+        run.add(completion, stage, task)
         return completion.value
+
+    def _cost(self, calls: list[ModelCall]) -> Decimal | None:
+        """What the calls cost by the price table: None without one, or when a model call is unpriced
+        (the offline templates and the title card cost nothing)."""
+        if self.prices is None:
+            return None
+        total = Decimal(0)
+        for call in calls:
+            if call.provider == "offline":
+                continue
+            cost = self.prices.cost(call.model, call.input_tokens, call.output_tokens)
+            if cost is None:
+                return None
+            total += cost
+        return total.quantize(Decimal("0.000001"))
 
 
 def _check_service_client(client: IdeaExpansion) -> None:
@@ -771,8 +998,17 @@ def _images_of(content: OutputContent) -> list[tuple[StoredImage, ImageDraft]]:
     return []
 
 
-def _title_card(draft: ImageDraft) -> tuple[bytes, int, int, int]:
-    return render_title_card(draft.headline, draft.caption), 1200, 630, 0
+def _title_card(draft: ImageDraft) -> RenderedImage:
+    data = render_title_card(draft.headline, draft.caption)
+    return RenderedImage(data=data, width=1200, height=630, provider=TITLE_CARD_PROVIDER, model=TITLE_CARD_MODEL)
+
+
+def _offline(call: ModelCall) -> bool:
+    return call.provider == "offline"
+
+
+def _storage_available(client: IdeaExpansion) -> bool:
+    return client.storage.available
 
 
 def _describe(exc: BaseException) -> str:

@@ -126,12 +126,14 @@ class _ExpansionOperations(Operations):
 
         Raises:
             ConflictError (PT409): the run is not running (finished, reaped), or holds no credit.
-            InvalidRequestError: the outcome does not fit the run (format, content, errors).
+            InvalidRequestError: the outcome does not fit the run (format, content, errors), or a run whose
+                calls fell back to the offline templates is not partial (such a run's credit is released).
         """
         outcome = _checked(ExpansionOutcome, outcome, "outcome")
         arguments = outcome.arguments()
         if arguments["p_content"] is not None:
             arguments["p_content"] = Json(arguments["p_content"])
+        arguments["p_model_calls"] = Json(arguments["p_model_calls"])
         execution = parse_id(execution_id, "execution id")
         finished = yield self._call("finish_expansion", p_execution_id=execution, **arguments)
         return to_model(ExpansionResult, finished)

@@ -31,7 +31,19 @@ from .expansions import (
 )
 from .ids import IdLike
 from .params import GitHubSignIn, IdeaCreate, IdeaUpdate, UserCreate, UserUpdate
-from .rows import BlogPost, Credential, CreditCharge, Execution, Idea, Output, PaymentReceipt, Usage, User
+from .rows import (
+    BlogPost,
+    Credential,
+    CreditCharge,
+    Execution,
+    Generation,
+    Idea,
+    ModelCall,
+    Output,
+    PaymentReceipt,
+    Usage,
+    User,
+)
 
 __all__ = [
     "BlogPost",
@@ -49,6 +61,7 @@ __all__ = [
     "ExpansionStart",
     "ExpansionStarted",
     "ExpansionStatus",
+    "Generation",
     "GitHubRepoContent",
     "GitHubSignIn",
     "IdLike",
@@ -57,6 +70,7 @@ __all__ = [
     "IdeaStatus",
     "IdeaUpdate",
     "ImageContent",
+    "ModelCall",
     "Output",
     "OutputContent",
     "OutputFormat",

@@ -5,6 +5,7 @@ the functions take named, typed arguments."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from .content import OutputContent
 from .enums import ExecutionStatus, OutputFormat, Stage
-from .rows import BlogPost, Execution, Idea, Output
+from .rows import BlogPost, Execution, Idea, ModelCall, Output
 
 __all__ = [
     "DeliveryStep",
@@ -76,7 +77,13 @@ class ExpansionOutcome(_Model):
     status: FinishStatus
     """completed and partial capture the held credit and store the output; failed releases it."""
     tokens_used: int = Field(default=0, ge=0)
-    """Tokens summed over every model call."""
+    """Tokens summed over every model call (with `model_calls`, their sum: 0 takes it from them)."""
+    model_calls: list[ModelCall] = Field(default_factory=list, max_length=64)
+    """Every model call of the run; the database sums them and derives the run's generation."""
+    cost_usd: Decimal | None = Field(default=None, ge=0, lt=1_000_000, max_digits=12, decimal_places=6)
+    """What the calls cost by the price table; None without one or when a call's model is unpriced."""
+    review_score: int | None = Field(default=None, ge=0, le=100)
+    """The last review's score (None: no review step)."""
     evaluation: Evaluation | None = None
     """The judge's verdict, kept on failed runs too."""
     format_chosen: OutputFormat | None = None
@@ -99,6 +106,12 @@ class ExpansionOutcome(_Model):
             raise ValueError(f"a {self.status} run needs error_step and error_message")
         if self.status == "failed" and self.content is not None:
             raise ValueError("a failed run stores no content")
+        if self.model_calls:
+            total = sum(call.tokens for call in self.model_calls)
+            if self.tokens_used not in (0, total):
+                raise ValueError(f"tokens_used ({self.tokens_used}) must be the sum of the model calls' ({total})")
+            if self.status == "completed" and any(call.fallback for call in self.model_calls):
+                raise ValueError("a run in which a model call fell back to the offline templates is partial")
         if self.status != "failed":
             if self.content is None:
                 raise ValueError(f"a {self.status} run needs its content")
@@ -119,7 +132,15 @@ class ExpansionOutcome(_Model):
             "p_content": None if self.content is None else self.content.model_dump(mode="json"),
             "p_error_step": None if self.error_step is None else self.error_step.value,
             "p_error_message": self.error_message,
+            "p_model_calls": [call.model_dump(mode="json", exclude_none=True) for call in self.model_calls],
+            "p_cost_usd": self.cost_usd,
+            "p_review_score": self.review_score,
         }
+
+    @property
+    def fell_back(self) -> bool:
+        """Whether any model call fell back to the offline templates (the run is then never charged)."""
+        return any(call.fallback for call in self.model_calls)
 
 
 class ExpansionStarted(_Model):

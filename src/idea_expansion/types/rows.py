@@ -4,10 +4,19 @@ compares them with information_schema.columns of a freshly reset database."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Self
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from .content import OutputContent
 from .enums import (
@@ -27,7 +36,9 @@ __all__ = [
     "Credential",
     "CreditCharge",
     "Execution",
+    "Generation",
     "Idea",
+    "ModelCall",
     "Output",
     "PaymentReceipt",
     "Usage",
@@ -106,6 +117,44 @@ class Credential(Row):
     """When it last changed."""
 
 
+class Generation(StrEnum):
+    """How a finished run was generated (`executions.generation`)."""
+
+    MODEL = "model"
+    """A model answered its calls."""
+    OFFLINE = "offline"
+    """The offline templates were configured; no model was tried."""
+    FALLBACK = "fallback"
+    """A model was tried and failed, and the offline templates answered: the run is never charged."""
+
+
+class ModelCall(BaseModel):
+    """One model call of a run, as `executions.model_calls` records it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    stage: str = Field(min_length=1, max_length=32)
+    """The run stage it was made in (judge, choose_format, generate, image)."""
+    task: Literal["judge", "choose_format", "plan", "blog_post", "twitter_thread", "github_repo", "image", "review"]
+    """What was asked."""
+    provider: str = Field(min_length=1, max_length=64)
+    """Who answered: openai, anthropic or offline."""
+    model: str = Field(min_length=1, max_length=200)
+    """The model that answered, as its API named it (offline: offline-templates, or title-card for the card)."""
+    input_tokens: int = Field(default=0, ge=0, le=999_999_999)
+    """Input tokens the provider reported."""
+    output_tokens: int = Field(default=0, ge=0, le=999_999_999)
+    """Output tokens the provider reported."""
+    fallback: bool = False
+    """True when the offline templates answered after the configured providers failed."""
+    fallback_errors: list[Annotated[str, StringConstraints(max_length=500)]] | None = Field(default=None, max_length=8)
+    """Why the providers tried first failed ("<provider>: <error>"), for a call that fell back."""
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
 class Execution(Row):
     """A `public.executions` row: the audit trail of one pipeline run."""
 
@@ -150,6 +199,21 @@ class Execution(Row):
     make_public: bool
     """Whether what the run publishes (a blog post, a GitHub repository) is public; private unless the
     caller asked (fixed at start)."""
+    input_tokens: int = 0
+    """Input (prompt) tokens summed over the run's model calls."""
+    output_tokens: int = 0
+    """Output (completion) tokens summed over the run's model calls."""
+    cost_usd: Decimal | None = None
+    """What the calls cost by the operator's price table; None without one, or for a model it does not price."""
+    model_calls: list[ModelCall] = Field(default_factory=list)
+    """Every model call of the run, in order: stage, task, who answered, tokens, and whether it fell back."""
+    generation: Generation | None = None
+    """model, offline (configured offline: no model tried) or fallback (a model failed and the offline
+    templates answered: never charged); None while queued or running."""
+    review_score: int | None = None
+    """The last review's score, 0-100; None when the run had no review step."""
+    charged: bool = False
+    """True once the run's credit was captured (never for a fallback run)."""
 
 
 class Output(Row):

@@ -16,16 +16,24 @@ from ..content import (
     FormatDecision,
     ImageDraft,
     JudgeVerdict,
+    PlanDraft,
     RepoDraft,
     RepoFile,
+    ReviewVerdict,
     ThreadDraft,
 )
 from .base import Completion, IdeaBrief, ProviderError, Task
 
-__all__ = ["OFFLINE_NOTE", "OfflineProvider"]
+__all__ = ["OFFLINE_NOTE", "OFFLINE_REVIEW", "OfflineProvider"]
 
 T = TypeVar("T", bound=BaseModel)
 OFFLINE_NOTE = "Drafted offline from the idea's own notes by templates; no language model was used."
+OFFLINE_REVIEW = ReviewVerdict(
+    score=100,
+    feedback=["Not reviewed: the offline templates cannot judge writing or code, and no model read this draft."],
+)
+"""The offline "review": it approves (score 100) so that it can never ask for a revision, and says it did not
+review. The pipeline records no review score for it (`Execution.review_score` stays null)."""
 _CODE_WORDS = re.compile(r"\b(cli|api|library|sdk|script|tool|app|bot|plugin|package|code|python|parser)\b", re.I)
 _VISUAL_WORDS = re.compile(r"\b(image|poster|logo|visual|illustration|design|photo|picture|diagram)\b", re.I)
 
@@ -53,8 +61,13 @@ class OfflineProvider:
             "twitter_thread": self._thread,
             "github_repo": self._repo,
             "image": self._image,
+            "plan": self._plan,
+            "review": lambda _: OFFLINE_REVIEW,
         }
-        value = builders[task](idea)
+        if task == "plan" and schema is PlanDraft:  # the plan of the format the instructions are for
+            value: Any = self._plan(idea, repository="repository" in instructions)
+        else:
+            value = builders[task](idea)
         if not isinstance(value, schema):
             raise ProviderError(f"offline provider builds {type(value).__name__} for {task}, not {schema.__name__}")
         return Completion(value, 0, 0, "offline-templates")
@@ -88,6 +101,27 @@ class OfflineProvider:
                 format=OutputFormat.TWITTER_THREAD, reasoning="A short idea reads best as a few posts."
             )
         return FormatDecision(format=OutputFormat.BLOG_POST, reasoning="The idea has enough substance for an article.")
+
+    @staticmethod
+    def _plan(idea: IdeaBrief, *, repository: bool = False) -> PlanDraft:
+        if repository:
+            return PlanDraft(
+                approach=_clip(f"A small command-line Python program for: {idea.title}. {OFFLINE_NOTE}", 600),
+                outline=[
+                    "README.md: what it does, the planned features from the notes, how to run it",
+                    "main.py: an argparse entry point that prints the plan",
+                    "requirements.txt: standard library only",
+                ],
+            )
+        outline = ["The idea: " + _clip(idea.description or idea.title, 280)]
+        if idea.bullets:
+            outline.append("Key points: " + _clip("; ".join(idea.bullets), 280))
+        if idea.external_links:
+            outline.append("Further reading: the idea's links")
+        outline.append("Next steps: the smallest useful version")
+        return PlanDraft(
+            approach=_clip(f"An article drawn from the notes on {idea.title}. {OFFLINE_NOTE}", 600), outline=outline
+        )
 
     @staticmethod
     def _blog(idea: IdeaBrief) -> BlogDraft:

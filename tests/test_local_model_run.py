@@ -1,0 +1,114 @@
+"""Acceptance: a real pipeline run against a local OpenAI-compatible server on 127.0.0.1 (tests/_model_server.py,
+real HTTP through the OpenAI SDK; no respx), with the model name and tokens the server returned stored on the
+execution row and the cost from a price table; and the same server failing, for a fallback run that is shown
+as such and not charged."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from idea_expansion import IdeaExpansion
+from idea_expansion.pipeline import FallbackProvider, OfflineProvider, OpenAIProvider, Pipeline
+from idea_expansion.pipeline.pricing import PriceTable
+from idea_expansion.types import ExecutionStatus
+
+from ._db import Db
+from ._model_server import ModelServer, Refuse
+
+SERVED_MODEL = "llama3.1:8b-instruct-q4_K_M"
+USAGE = {
+    "judge": {"prompt_tokens": 812, "completion_tokens": 41},
+    "plan": {"prompt_tokens": 905, "completion_tokens": 160},
+    "blog_post": {"prompt_tokens": 1433, "completion_tokens": 1210},
+    "review": {"prompt_tokens": 2790, "completion_tokens": 95},
+}
+ANSWERS: dict[str, dict[str, Any]] = {
+    "judge": {"score": 81, "reasoning": "A clear problem with concrete points."},
+    "plan": {
+        "approach": "A practical explainer for developers who fear regular expressions.",
+        "outline": ["Why patterns scare people: the problem", "Reading a pattern aloud: the method", "Try it"],
+    },
+    "blog_post": {
+        "title": "Read a regular expression aloud",
+        "sections": [
+            {"heading": "The problem", "paragraphs": ["Patterns look like line noise."]},
+            {"heading": "The method", "paragraphs": ["Read each token in plain words, left to right."]},
+            {"heading": "Try it", "paragraphs": ["Paste a pattern and read what it matches."]},
+        ],
+        "tags": ["regex", "tools"],
+        "meta_description": "Read any regular expression in plain words.",
+        "social_post": "Regular expressions, read aloud in plain words.",
+    },
+    "review": {"score": 84, "feedback": ["Add one worked example in The method."]},
+}
+
+
+def _answer(task: str, request: dict[str, Any]) -> dict[str, Any]:
+    return ANSWERS[task]
+
+
+def test_a_run_against_a_local_openai_compatible_server_records_what_it_returned(client: IdeaExpansion, db: Db) -> None:
+    user = client.users.create(email=f"local-{uuid.uuid4().hex[:8]}@example.test").id
+    idea = client.ideas.create(user_id=user, title="Explain regular expressions", description="Plain words.").id
+    prices = PriceTable.from_mapping({SERVED_MODEL: {"input_per_million": "0.20", "output_per_million": "0.80"}})
+    with ModelServer(_answer, model=SERVED_MODEL, usage=lambda task: USAGE[task]) as server:
+        provider = OpenAIProvider(base_url=server.base_url, model="llama3.1", max_retries=0)
+        with Pipeline(client, provider=provider, prices=prices) as pipeline:
+            result = pipeline.expand(user, idea_id=idea, format="blog_post")
+        sent = [request["body"]["model"] for request in server.requests]
+    assert sent == ["llama3.1"] * 4  # asked for llama3.1 ...
+    with db.admin() as conn:  # ... and the row says what answered, straight from the database
+        row = conn.execute(
+            "select status, generation, charged, input_tokens, output_tokens, tokens_used, cost_usd, review_score, "
+            "model_calls from public.executions where id = %s",
+            (result.execution.id,),
+        ).fetchone()
+    assert row is not None
+    status, generation, charged, input_tokens, output_tokens, tokens_used, cost, review_score, calls = row
+    assert (status, generation, charged, review_score) == ("completed", "model", True, 84)
+    text_calls = [call for call in calls if call["stage"] != "image"]
+    assert [(c["task"], c["provider"], c["model"]) for c in text_calls] == [
+        (task, "openai", SERVED_MODEL) for task in ("judge", "plan", "blog_post", "review")
+    ]
+    assert [(c["input_tokens"], c["output_tokens"]) for c in text_calls] == [
+        (USAGE[t]["prompt_tokens"], USAGE[t]["completion_tokens"]) for t in ("judge", "plan", "blog_post", "review")
+    ]
+    assert calls[-1] == {
+        "stage": "image",
+        "task": "image",
+        "provider": "offline",
+        "model": "title-card",
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "fallback": False,
+    }
+    expected_in = sum(u["prompt_tokens"] for u in USAGE.values())
+    expected_out = sum(u["completion_tokens"] for u in USAGE.values())
+    assert (input_tokens, output_tokens, tokens_used) == (expected_in, expected_out, expected_in + expected_out)
+    exact = (Decimal(expected_in) * Decimal("0.20") + Decimal(expected_out) * Decimal("0.80")) / 1_000_000
+    assert exact == Decimal("0.0023928")
+    assert cost == Decimal("0.002393")  # numeric(12,6): to the millionth of a dollar
+    assert result.execution.model_calls[0].model == SERVED_MODEL
+
+
+def test_the_server_down_makes_a_fallback_run_that_is_not_charged(client: IdeaExpansion, db: Db) -> None:
+    def refuse(task: str, request: dict[str, Any]) -> dict[str, Any]:
+        raise Refuse(503, "model is loading")
+
+    user = client.users.create(email=f"local-{uuid.uuid4().hex[:8]}@example.test").id
+    idea = client.ideas.create(user_id=user, title="Explain regular expressions", description="Plain words.").id
+    with ModelServer(refuse, model=SERVED_MODEL) as server:
+        provider = FallbackProvider([OpenAIProvider(base_url=server.base_url, max_retries=0), OfflineProvider()])
+        with Pipeline(client, provider=provider) as pipeline:
+            result = pipeline.expand(user, idea_id=idea, format="twitter_thread")
+    execution = client.executions.get(result.execution.id)
+    assert (execution.status, execution.generation, execution.charged) == (ExecutionStatus.PARTIAL, "fallback", False)
+    assert execution.error_step == "judge"
+    assert "model is loading" in (execution.error_message or "")
+    assert all(call.fallback and call.provider == "offline" for call in execution.model_calls)
+    usage = client.credits.balance(user)
+    assert (usage.free_expansions_remaining, usage.total_expansions_used) == (5, 0)
+    status = db.scalar("select status from public.credit_charges where idempotency_key = %s", (execution.id,))
+    assert status == "released"
