@@ -346,11 +346,6 @@ def test_worker_log_lines_are_timestamped_and_written_once(cli_db: str) -> None:
     assert query(cli_db, "select status from public.executions where id = %s", execution) == [("failed",)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/runner.py logs 'execution %s failed at %s: %s' around a PipelineError whose own text is "
-    "'expansion <id> failed at <stage>: ...': the id and stage are printed twice (runner.py is not the CLI's file)",
-)
 def test_a_failed_run_is_logged_once_without_repeating_itself(cli_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{a_closed_port()}/v1")  # nothing listens

@@ -9,8 +9,10 @@ what a process cannot rebuild is refused. And the title card stays the same pixe
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -496,3 +498,38 @@ def test_a_claim_loop_ended_by_what_it_does_not_catch_is_reported(client: IdeaEx
         pipeline.run_worker(concurrency=1, threads_per_process=2, exit_when_idle=True)
     with pytest.raises(WorkerProcessError, match="exited with code 1"):
         pipeline.run_worker(concurrency=2, exit_when_idle=True)
+
+
+def test_worker_processes_log_as_the_command_line_configured(
+    client: IdeaExpansion, database_url: str, tmp_path: Path
+) -> None:
+    """`--log-json worker -c 2`: the worker processes start fresh, yet each failed run is logged once, as
+    a JSON line naming it (before, children logged plain lines, and the text repeated the run and stage)."""
+    pipeline = Pipeline(client, provider=OfflineProvider())
+    queued = queue_runs(client, pipeline, 4)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]  # nothing listens once the socket closes: every model call fails
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "NEXT_PUBLIC_SUPABASE", "OPENAI_"))}
+    env |= {
+        "IDEA_EXPANSION_STORAGE_DIR": str(tmp_path),
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{closed}/v1",
+        "IDEA_EXPANSION_MODEL_MAX_RETRIES": "0",
+    }
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "idea_expansion", "--log-json", "worker", "-c", "2", "--exit-when-idle"),
+            *("--provider", "openai", "--db-url", database_url),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    failures = [entry for entry in entries if entry.get("execution_id") in {str(run) for run in queued}]
+    assert sorted(entry["execution_id"] for entry in failures) == sorted(map(str, queued)), result.stderr
+    for entry in failures:
+        assert (entry["level"], entry["stage"]) == ("WARNING", "judge")
+        assert entry["message"].count(entry["execution_id"]) == 1, entry

@@ -13,6 +13,7 @@ writes one JSON object per line: ts, level, logger, message, and whatever the ca
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -99,10 +100,20 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         pass
 
 
+_current: Callable[[], object] | None = None
+"""The configuration in force, as a picklable call that repeats it (in a worker process)."""
+
+
+def current_configuration() -> Callable[[], object] | None:
+    """What configures a fresh process's logging as this one's is (`run_worker(process_setup=...)`)."""
+    return _current
+
+
 def configure_logging(level: LogLevel | str, *, as_json: bool = False) -> Callable[[], None]:
     """Send log records to stderr at `level`: the package's at `level`, other libraries' at `level` but
     never below warning unless it is debug (an HTTP client's INFO line per request is noise). Replaces what
     an earlier call set; returns what undoes it."""
+    global _current
     chosen = getattr(logging, LogLevel(level).value.upper())
     root, package = logging.getLogger(), logging.getLogger(PACKAGE_LOGGER)
     for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
@@ -113,8 +124,11 @@ def configure_logging(level: LogLevel | str, *, as_json: bool = False) -> Callab
     root.addHandler(handler)
     root.setLevel(logging.WARNING if chosen == logging.INFO else chosen)
     package.setLevel(chosen)
+    earlier, _current = _current, functools.partial(configure_logging, LogLevel(level).value, as_json=as_json)
 
     def undo() -> None:
+        global _current
+        _current = earlier
         root.removeHandler(handler)
         root.setLevel(previous[0])
         package.setLevel(previous[1])

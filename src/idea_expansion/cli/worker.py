@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from .._settings import Settings
 from ..pipeline import OfflineProvider, Pipeline, start_forkserver
 from ._common import DB_URL_HELP, command_errors, console, fail, open_client, safe
+from ._logging import current_configuration
 
 
 def worker_command(
@@ -73,7 +73,8 @@ def worker_command(
         with open_client(db_url) as client:
             settings = client.settings
             if provider is not None:
-                settings = Settings(IDEA_EXPANSION_PROVIDER=provider)  # type: ignore[call-arg]
+                # The client's own settings (its URL, keys, models), with this worker's providers.
+                settings = settings.model_copy(update={"provider": provider})
             pipeline = Pipeline.from_settings(
                 client,
                 settings,
@@ -84,6 +85,10 @@ def worker_command(
             console.print(f"worker started ({shape}, provider {safe(pipeline.provider.name)})")
             with pipeline:
                 done = pipeline.run_worker(
-                    concurrency=concurrency, threads_per_process=threads, stop=stop, exit_when_idle=exit_when_idle
+                    concurrency=concurrency,
+                    threads_per_process=threads,
+                    stop=stop,
+                    exit_when_idle=exit_when_idle,
+                    process_setup=current_configuration(),  # worker processes log as this one does
                 )
             console.print(f"worker stopped after {done} run(s)")
