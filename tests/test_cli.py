@@ -109,14 +109,16 @@ def test_doctor_passes_then_fails_after_a_policy_is_dropped(
     url = fresh_database()
     with psycopg.connect(url, autocommit=True) as conn:
         reset(conn, project)
+    checks = json.loads(run("db", "doctor", "--json", "--db-url", url).stdout)["checks"]
+    ran = len([c for c in checks if c["status"] != "skip"])  # the count, not a number to keep in step
     output = ok("db", "doctor", "--db-url", url)
-    assert "all 8 checks passed" in output
+    assert f"all {ran} checks passed" in output
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute('drop policy "Users can view their own ideas" on public.ideas')
     failed = run("db", "doctor", "--db-url", url)
     assert failed.exit_code == 1
     assert "ideas: Users can view their own ideas" in failed.output
-    assert "1 of 8 checks failed: policies" in failed.output
+    assert f"1 of {ran} checks failed: policies" in failed.output
     assert "Traceback" not in failed.output
 
 

@@ -143,7 +143,8 @@ def test_at_a_terminal_the_token_is_asked_for_without_echo(monkeypatch: pytest.M
     monkeypatch.setattr(sys, "stdin", Terminal("ghp_not_read_from_a_terminal\n"))
     monkeypatch.setattr(credentials.typer, "prompt", prompt)
     assert credentials.read_secret("GitHub token for ada@example.com") == "ghp_typed"
-    assert asked == [("GitHub token for ada@example.com", {"hide_input": True})]
+    # The prompt goes to stderr: stdout may be a script's JSON (--json), and a prompt there would break it.
+    assert asked == [("GitHub token for ada@example.com", {"hide_input": True, "err": True})]
 
 
 # -- expand: nothing pending, the record, --json --------------------------------------------------------------
@@ -273,7 +274,8 @@ def test_outputs_publish_makes_a_post_public_and_pushes_a_repository(
     assert charges == [("captured",)] * 3  # publishing charged nothing more
 
 
-def test_enqueue_then_a_worker_with_provider_runs_it(cli_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_enqueue_then_a_worker_with_provider_runs_it(own_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli_db = own_database  # the worker drains every queued run: none of other tests' may be in its way
     email = new_user(cli_db)
     add_idea(cli_db, email, "Queued idea")
     queued = ok("enqueue", "-u", email, "-f", "twitter_thread", "--db-url", cli_db)
@@ -285,7 +287,7 @@ def test_enqueue_then_a_worker_with_provider_runs_it(cli_db: str, monkeypatch: p
     execution = json.loads(result.stdout)
     assert execution["status"] == "queued"
     ids = {found.group(1), execution["id"]}
-    assert {str(i) for (i,) in query(cli_db, "select id from public.executions where status = 'queued'")} >= ids
+    assert {str(i) for (i,) in query(cli_db, "select id from public.executions where status = 'queued'")} == ids
 
     # The environment names a provider this machine has no key for; --provider overrides it.
     monkeypatch.setenv("IDEA_EXPANSION_PROVIDER", "anthropic")
@@ -295,7 +297,7 @@ def test_enqueue_then_a_worker_with_provider_runs_it(cli_db: str, monkeypatch: p
     assert "ANTHROPIC_API_KEY" in refused.output
     worked = ok("worker", "--exit-when-idle", "--provider", "offline", "--db-url", cli_db)
     assert "provider offline" in worked
-    assert re.search(r"worker stopped after \d+ run\(s\)", worked)
+    assert "worker stopped after 2 run(s)" in worked
     done = query(cli_db, "select id::text, status from public.executions where id = any(%s::uuid[])", list(ids))
     assert sorted(status for _, status in done) == ["completed", "completed"]
 
@@ -318,13 +320,14 @@ def stale_run(url: str) -> uuid.UUID:
     return execution  # type: ignore[no-any-return]
 
 
-def test_worker_log_lines_are_timestamped_and_written_once(cli_db: str) -> None:
+def test_worker_log_lines_are_timestamped_and_written_once(own_database: str) -> None:
+    cli_db = own_database  # every line the worker logs is this test's: no other test's runs to reap or run
     for _ in range(3):  # commands run before in the same process leave no handler behind
         ok("credits", new_user(cli_db), "--db-url", cli_db)
     execution = stale_run(cli_db)
     result = run("worker", "--exit-when-idle", "--stale-after", "60", "--db-url", cli_db)
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.stderr.splitlines() if str(execution) in line]
+    lines = [line for line in result.stderr.splitlines() if TIMESTAMPED.match(line)]
     print(f"\nworker log line: {lines}")
     assert len(lines) == 1, result.stderr  # once: not through two handlers
     assert TIMESTAMPED.match(lines[0]), lines
@@ -346,7 +349,10 @@ def test_worker_log_lines_are_timestamped_and_written_once(cli_db: str) -> None:
     assert query(cli_db, "select status from public.executions where id = %s", execution) == [("failed",)]
 
 
-def test_a_failed_run_is_logged_once_without_repeating_itself(cli_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_run_is_logged_once_without_repeating_itself(
+    own_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli_db = own_database  # the worker takes this test's run only
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{a_closed_port()}/v1")  # nothing listens
     monkeypatch.setenv("IDEA_EXPANSION_MODEL_MAX_RETRIES", "0")
@@ -355,9 +361,10 @@ def test_a_failed_run_is_logged_once_without_repeating_itself(cli_db: str, monke
     execution = json.loads(run("enqueue", "-u", email, "--json", "--db-url", cli_db).stdout)["id"]
     result = run("worker", "--exit-when-idle", "--provider", "openai", "--db-url", cli_db)
     assert result.exit_code == 0, result.output
+    assert "worker stopped after 1 run(s)" in result.stdout
     lines = [line for line in result.stderr.splitlines() if execution in line]
     assert len(lines) == 1, result.stderr
-    assert TIMESTAMPED.match(lines[0]), lines
+    assert [line for line in result.stderr.splitlines() if TIMESTAMPED.match(line)] == lines
     assert lines[0].count(execution) == 1, lines[0]
     assert lines[0].count("failed at judge") == 1, lines[0]
 
@@ -389,3 +396,77 @@ def test_log_formats_escape_user_text_and_carry_extra_fields(capsys: pytest.Capt
             assert TIMESTAMPED.match(mine[0])
             assert mine[0].endswith("INFO idea_expansion.pipeline: title evil\\x1b[31m\\nFAKE line")
         assert not any("not at info" in line for line in err)
+
+
+# -- round 2: commands that call no model need no model key; errors named precisely --------------------------
+def test_enqueue_and_publish_need_no_model_key(
+    cli_db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, encryption_key: str
+) -> None:
+    email = new_user(cli_db)
+    add_idea(cli_db, email, "A post with a cover")
+    post = json.loads(run("expand", "-u", email, "-f", "blog_post", "--json", "--db-url", cli_db).stdout)
+    cover = post["output"]["content"]["cover_image"]["storage_path"]
+
+    # The settings name models this machine has no key for: queueing and publishing call no model.
+    monkeypatch.setenv("IDEA_EXPANSION_PROVIDER", "openai,anthropic")
+    monkeypatch.setenv("IDEA_EXPANSION_IMAGE_MODE", "model")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    add_idea(cli_db, email, "Queued without a key")
+    assert re.search(rf"Queued run {UUID_RE}", ok("enqueue", "-u", email, "-f", "twitter_thread", "--db-url", cli_db))
+    published = ok("outputs", "publish", post["output"]["id"], "--db-url", cli_db)
+    assert "public: A post with a cover" in published
+
+    # A lost cover is drawn again as it was made (a title card): still no image model, so still no key.
+    settings = Settings(_env_file=None, ENCRYPTION_KEY=encryption_key)  # type: ignore[call-arg]
+    storage = tmp_path / "storage"
+    with IdeaExpansion(settings=settings, backend="postgres", database_url=cli_db, storage_dir=storage) as sdk:
+        assert sdk.storage.remove(cover) == [cover]
+        ok("outputs", "publish", post["output"]["id"], "--db-url", cli_db)
+        assert sdk.storage.download(cover).startswith(b"\x89PNG")
+
+
+def test_only_the_no_pending_idea_error_reads_as_nothing_pending(cli_db: str) -> None:
+    email = new_user(cli_db)
+    add_idea(cli_db, email, "Pending, but no usage row")
+    query(cli_db, "delete from public.usage_tracking where user_id = %s returning user_id", user_id(cli_db, email))
+    for command in ("expand", "enqueue"):
+        result = run(command, "-u", email, "--db-url", cli_db)
+        assert result.exit_code == 1, result.output
+        assert "no pending idea" not in result.output  # another PT404: said as the database says it
+        assert "No usage record for user" in result.output
+
+
+def test_the_record_says_why_a_cost_is_unknown(cli_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from idea_expansion.cli._render import show_record
+    from idea_expansion.pipeline.pricing import PriceTable
+    from idea_expansion.types import Execution
+
+    email = new_user(cli_db)
+    add_idea(cli_db, email, "A run to describe")
+    data = json.loads(run("expand", "-u", email, "-f", "twitter_thread", "--json", "--db-url", cli_db).stdout)
+    call = {"stage": "judge", "task": "judge", "provider": "openai", "model": "gpt-4o-mini"}
+    execution = Execution.model_validate({**data["execution"], "model_calls": [call], "cost_usd": None})
+    capsys.readouterr()
+    show_record(execution, prices=None)
+    assert "cost unknown (no price table)" in capsys.readouterr().out
+    other = PriceTable.from_mapping({"claude-haiku-4-5": {"input_per_million": 1, "output_per_million": 5}})
+    show_record(execution, prices=other)
+    assert "cost unknown (no price for gpt-4o-mini)" in capsys.readouterr().out
+
+
+def test_publish_finds_a_renamed_post_among_more_than_a_thousand(cli_db: str) -> None:
+    email = new_user(cli_db)
+    add_idea(cli_db, email, "One post among many")
+    post = json.loads(run("expand", "-u", email, "-f", "blog_post", "--json", "--db-url", cli_db).stdout)["blog_post"]
+    query(cli_db, "update public.blog_posts set slug = 'renamed-since' where id = %s returning id", post["id"])
+    query(  # newer posts of the same owner (written by hand, without a run): more than one page of them
+        cli_db,
+        "insert into public.blog_posts (user_id, title, slug, markdown_content, html_content, is_public, created_at) "
+        "select %s, 'Filler ' || n, 'filler-' || n, 'x', '<p>x</p>', false, now() + n * interval '1 second' "
+        "from generate_series(1, 1001) as n returning id",
+        user_id(cli_db, email),
+    )
+    published = ok("outputs", "publish", post["output_id"], "--db-url", cli_db)
+    assert "public: One post among many (/renamed-since)" in published
+    assert query(cli_db, "select is_public from public.blog_posts where id = %s", post["id"]) == [(True,)]

@@ -320,6 +320,9 @@ def test_runs_and_outputs_are_written_by_the_lifecycle_and_read_by_their_owner(
     assert post.id not in {p.id for p in bob.blog_posts.list()}
     assert post.id not in {p.id for p in client.anonymous().blog_posts.list_public(limit=1000)}
     assert alice.blog_posts.get_by_slug("run-me").id == post.id
+    assert alice.blog_posts.get_by_output(output.id).id == post.id
+    with pytest.raises(NotFoundError):
+        bob.blog_posts.get_by_output(output.id)  # a private post's output id tells another user nothing
     assert alice.blog_posts.update(post.id, title="Retitled", tags=["x"], is_public=True).title == "Retitled"
     with pytest.raises(NotFoundError):
         bob.blog_posts.update(post.id, is_public=False)

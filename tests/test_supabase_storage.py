@@ -371,3 +371,36 @@ def test_without_supabase_url_image_runs_are_refused_before_a_credit_and_posts_g
         assert isinstance(content, BlogPostContent)
         assert content.cover_image is None
     assert not any(tmp_path.iterdir())
+
+
+def test_worker_processes_refuse_an_injected_http_client_for_supabase_storage(
+    supabase_database: str, encryption_key: str, tmp_path: Path
+) -> None:
+    """A worker process rebuilds its client from settings: an HTTP client passed in for Supabase Storage
+    (a proxy, certificates, a test's transport) would be silently replaced there, so it is refused."""
+    from idea_expansion.pipeline._processes import client_recipe
+
+    settings = settings_for(supabase_database, encryption_key, **WITH_STORAGE)
+    with (
+        httpx.Client() as http,
+        IdeaExpansion(settings=settings, backend="postgres", httpx_client=http, storage_dir=tmp_path) as injected,
+    ):
+        assert injected.storage_backend.injected_http_client  # type: ignore[attr-defined]
+        with pytest.raises(ConfigurationError, match=r"HTTP client.*threads_per_process"):
+            client_recipe(injected)
+        with pytest.raises(ConfigurationError, match="HTTP client"):
+            Pipeline(injected).run_worker(concurrency=2, exit_when_idle=True)
+    with IdeaExpansion(settings=settings, backend="postgres", storage_dir=tmp_path) as built:
+        assert not built.storage_backend.injected_http_client  # type: ignore[attr-defined]
+        assert client_recipe(built).backend == "postgres"
+    # Without Supabase Storage the HTTP client is never used: nothing to rebuild, nothing refused.
+    with (
+        httpx.Client() as http,
+        IdeaExpansion(
+            settings=settings_for(supabase_database, encryption_key),
+            backend="postgres",
+            httpx_client=http,
+            storage_dir=tmp_path,
+        ) as unused,
+    ):
+        assert client_recipe(unused).backend == "postgres"

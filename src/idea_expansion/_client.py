@@ -350,12 +350,22 @@ def _postgres_storage(
 ) -> PostgresStorage:
     """The Postgres backend's storage: the local folder, and Supabase Storage (built on first use) for a
     Supabase project's own database when the settings name its API."""
-    supabase = (
-        SupabaseStorage(**rest_arguments(settings), httpx_client=httpx_client, timeout=timeout)
-        if supabase_storage_configured(settings)
-        else None
-    )
+    supabase = None
+    if supabase_storage_configured(settings):
+        arguments = rest_arguments(settings)
+        supabase = SupabaseStorage(
+            arguments["url"],
+            make_backend=functools.partial(_rest_backend, **arguments, httpx_client=httpx_client, timeout=timeout),
+            injected_http_client=httpx_client is not None,
+        )
     return PostgresStorage(LocalStorage(backend, _storage_root(settings, storage_dir)), supabase)
+
+
+def _rest_backend(**arguments: Any) -> RestBackend:
+    """A REST backend, importing the REST stack only now (Supabase Storage's first file request)."""
+    from .backends.rest import RestBackend
+
+    return RestBackend(**arguments)
 
 
 def resolve_backend(

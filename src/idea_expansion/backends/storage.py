@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,8 +32,6 @@ from ._base import Scope
 from .postgres import PostgresBackend
 
 if TYPE_CHECKING:  # the REST stack loads only when a REST client is built, or a file goes to Supabase Storage
-    import httpx
-
     from .rest import RestBackend
 
 __all__ = [
@@ -112,33 +110,25 @@ class RestStorage:
 
 class SupabaseStorage:
     """Supabase Storage beside a direct Postgres database: rows go to the database, files through the
-    Storage API of the project at `url` (storage3, over `RestStorage` and `RestBackend`).
+    Storage API of the project at `url` (storage3, over `RestStorage` and the `RestBackend` that
+    `make_backend` builds, with the project's keys).
 
     Each scope sends what the REST backend sends: the service role its key; a user the anon key as
     `apikey` and their token (the access token the view was made with, or one minted with the JWT
     secret) as `Authorization`, so the bucket's policies decide as they do for the REST backend.
-    Nothing of the REST stack (supabase-py, httpx) is imported, and no HTTP client built, before the
-    first file request: a client that stores no file never pays for them. `public_url` needs neither.
+    `make_backend` is called on the first file request, not before: a client that stores no file never
+    imports the REST stack (supabase-py, httpx) nor builds an HTTP client. `public_url` needs neither.
+
+    `injected_http_client`: the backend sends through an HTTP client the caller passed in, which a
+    worker process cannot rebuild from settings (so worker processes refuse such a client).
     """
 
     def __init__(
-        self,
-        url: str,
-        *,
-        service_role_key: str,
-        anon_key: str | None = None,
-        jwt_secret: str | None = None,
-        httpx_client: httpx.Client | None = None,
-        timeout: float = 30.0,
+        self, url: str, *, make_backend: Callable[[], RestBackend], injected_http_client: bool = False
     ) -> None:
         self.url = url.rstrip("/")
-        self._arguments: dict[str, Any] = {
-            "service_role_key": service_role_key,
-            "anon_key": anon_key,
-            "jwt_secret": jwt_secret,
-            "httpx_client": httpx_client,
-            "timeout": timeout,
-        }
+        self.injected_http_client = injected_http_client
+        self._make_backend = make_backend
         self._lock = threading.Lock()
         self._backend: RestBackend | None = None
         self._storage: RestStorage | None = None
@@ -156,9 +146,7 @@ class SupabaseStorage:
             if self._closed:
                 raise ConfigurationError("this client is closed")
             if self._storage is None:
-                from .rest import RestBackend
-
-                self._backend = RestBackend(self.url, **self._arguments)
+                self._backend = self._make_backend()
                 self._storage = RestStorage(self._backend)
             return self._storage
 
@@ -441,6 +429,11 @@ class PostgresStorage:
     def root(self) -> Path:
         """The local folder (what a worker process is rebuilt with)."""
         return self.local.root
+
+    @property
+    def injected_http_client(self) -> bool:
+        """Whether Supabase Storage is reached through an HTTP client passed in (not rebuilt from settings)."""
+        return self.supabase is not None and self.supabase.injected_http_client
 
     def _target(self) -> StorageBackend:
         if self.supabase is not None and self.local.on_supabase:

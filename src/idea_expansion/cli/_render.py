@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from ..pipeline.pricing import PriceTable
 from ..types import (
     BlogPostContent,
     Execution,
@@ -108,11 +109,12 @@ def show_output(output: Output, *, full: bool = False) -> None:
 FALLBACK_NOTICE = "fallback to offline templates — not charged"
 
 
-def show_record(execution: Execution) -> None:
+def show_record(execution: Execution, *, prices: PriceTable | None) -> None:
     """What a run did and what it cost: status, format, scores, tokens (in / out), cost, how it was
     generated and whether it was charged, and each model call. A run that fell back to the offline
     templates says so in its own line. Fields of the run record that this database does not have yet are
-    left out (older migrations)."""
+    left out (older migrations). `prices`: the price table the run was priced with, to say why a cost
+    is unknown (no table, a server that reported no usage, or models the table does not name)."""
     e = execution
     generation: str | None = getattr(e, "generation", None)
     charged: bool | None = getattr(e, "charged", None)
@@ -133,7 +135,7 @@ def show_record(execution: Execution) -> None:
     if cost is not None:
         line += f", cost ${cost}"
     elif calls and any(_field(c, "provider") not in (None, "offline") for c in calls):
-        line += ", cost unknown (no price for its model)"
+        line += f", cost unknown ({_why_no_cost(calls, prices)})"
     if e.error_message:
         line += f"; {safe(e.error_message)}"
     console.print(line)
@@ -156,6 +158,18 @@ def show_record(execution: Execution) -> None:
                 "yes" if _field(call, "fallback") else "",
             )
         console.print(table)
+
+
+def _why_no_cost(calls: list[Any], prices: PriceTable | None) -> str:
+    if prices is None:
+        return "no price table"
+    paid = [c for c in calls if _field(c, "provider") not in (None, "offline")]
+    unpriced = sorted({str(_field(c, "model")) for c in paid if prices.price(str(_field(c, "model"))) is None})
+    if unpriced:
+        return f"no price for {safe(', '.join(unpriced))}"
+    if any(_field(c, "usage_reported") is False for c in paid):
+        return "a server reported no token usage"
+    return "not recorded"
 
 
 def _field(call: Any, name: str) -> Any:

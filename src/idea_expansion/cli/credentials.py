@@ -36,7 +36,7 @@ def read_secret(prompt: str) -> str:
         lines = text.splitlines()
         secret = lines[0].strip() if lines else ""
     else:
-        secret = str(typer.prompt(prompt, hide_input=True)).strip()
+        secret = str(typer.prompt(prompt, hide_input=True, err=True)).strip()  # stdout may carry --json
     if not secret:
         fail("no token given: pipe it on stdin (e.g. `gh auth token | idea-expansion credentials set-github ...`)")
     if len(secret) > _MAX_SECRET:

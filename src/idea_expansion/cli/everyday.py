@@ -10,7 +10,11 @@ from .._client import IdeaExpansion
 from .._exceptions import NotFoundError
 from .._settings import Settings
 from ..pipeline import Pipeline
-from ..types import BlogPost, BlogPostContent, GitHubRepoContent, IdeaStatus, ImageContent, Output, OutputFormat, User
+from ..pipeline.content import ImageDraft
+from ..pipeline.providers import RenderedImage
+from ..pipeline.runner import ImageRenderer
+from ..pipeline.setup import image_mode_from_settings, image_renderer_from_settings
+from ..types import BlogPost, GitHubRepoContent, IdeaStatus, ImageContent, Output, OutputFormat, User
 from ._common import (
     DB_URL_HELP,
     CsvOption,
@@ -94,6 +98,15 @@ def _owner(client: IdeaExpansion, user: str | None, idea: str | None) -> User:
     return client.users.get(client.ideas.get(idea).user_id)
 
 
+# What start_expansion raises when the user has no pending idea (supabase/migrations/*_run_lifecycle.sql):
+# the one PT404 that means "nothing pending". Others (no usage row, an idea that is not theirs) say their own.
+NO_PENDING_IDEA = "the user has no pending idea to expand"
+
+
+def _is_nothing_pending(exc: NotFoundError) -> bool:
+    return exc.code == "PT404" and exc.message == NO_PENDING_IDEA
+
+
 def _nothing_pending(owner: User) -> NoReturn:
     """The database refused to start: the user has no pending idea. It held no credit and recorded no run."""
     notice(
@@ -141,15 +154,15 @@ def expand_command(
                     result = pipeline.expand(
                         owner.id, idea_id=idea, format=format, public=public, on_progress=on_progress
                     )
-            except NotFoundError:
-                if idea is not None:  # that idea is not the user's (or is gone): the error says so
+            except NotFoundError as exc:
+                if idea is not None or not _is_nothing_pending(exc):  # another refusal: its error says it
                     raise
                 _nothing_pending(owner)
         balance = client.credits.balance(owner.id)
         if json:
             print_json({**result.model_dump(mode="json"), "balance": balance})
             return
-        show_record(result.execution)
+        show_record(result.execution, prices=pipeline.prices)
         for output in result.outputs:
             show_output(output)
         console.print(f"credits left: {balance.free_expansions_remaining} free, {balance.paid_credits_remaining} paid")
@@ -170,11 +183,11 @@ def enqueue_command(
     """
     with command_errors(), open_client(db_url) as client:
         owner = _owner(client, user, idea)
-        with Pipeline.from_settings(client) as pipeline:
+        with _modelless_pipeline(client) as pipeline:
             try:
                 execution = pipeline.enqueue(owner.id, idea_id=idea, format=format, public=public)
-            except NotFoundError:
-                if idea is not None:
+            except NotFoundError as exc:
+                if idea is not None or not _is_nothing_pending(exc):
                     raise
                 _nothing_pending(owner)
         if json:
@@ -240,7 +253,7 @@ def outputs_publish(
         if output.format == OutputFormat.TWITTER_THREAD:
             fail("a thread is not posted anywhere by idea-expansion: copy it from `idea-expansion outputs show ID`")
         was_published = output.published
-        with Pipeline.from_settings(client) as pipeline:
+        with _modelless_pipeline(client, redraw=True) as pipeline:
             delivered = pipeline.deliver(output.id)
         post = _post_of(client, delivered) if delivered.format == OutputFormat.BLOG_POST else None
         if post is not None and not post.is_public:
@@ -258,20 +271,40 @@ def outputs_publish(
             console.print(f"[green]stored[/]: {safe(content.image.url)}")
 
 
+def _modelless_pipeline(client: IdeaExpansion, *, redraw: bool = False) -> Pipeline:
+    """A pipeline for commands that call no model (enqueue, outputs publish): no provider is built from the
+    settings, so no model API key is needed. It keeps the settings' image mode (an image run is refused
+    when images are off). With `redraw` (publish), an image lost from storage is drawn again as the
+    settings allow: a title card as a title card, an image model's picture by the image model (mode "model"),
+    whose client (and key) is made only when such a picture is drawn."""
+    settings = client.settings
+    mode = image_mode_from_settings(settings)
+    renderer: ImageRenderer | None = None
+    if mode == "model":
+        if redraw:
+            renderer = _renderer_on_first_use(settings)
+        else:
+            mode = "card"  # images are available just the same; this pipeline draws none
+    return Pipeline(client, image_mode=mode, image_renderer=renderer)
+
+
+def _renderer_on_first_use(settings: Settings) -> ImageRenderer:
+    """The settings' image model renderer, built (and its key required) when a first image is drawn."""
+    built: list[ImageRenderer] = []
+
+    def render(draft: ImageDraft) -> RenderedImage:
+        if not built:
+            renderer = image_renderer_from_settings(settings)
+            assert renderer is not None, "image mode model has a renderer"
+            built.append(renderer)
+        return built[0](draft)
+
+    return render
+
+
 def _post_of(client: IdeaExpansion, output: Output) -> BlogPost:
-    """The blog post that renders `output`: by its slug, else (renamed since) among its owner's posts."""
-    content = output.content
-    if isinstance(content, BlogPostContent):
-        try:
-            post = client.blog_posts.get_by_slug(content.slug, user_id=output.user_id)
-            if post.output_id == output.id:
-                return post
-        except NotFoundError:
-            pass
-    for post in client.blog_posts.list(user_id=output.user_id, limit=1000):
-        if post.output_id == output.id:
-            return post
-    raise NotFoundError(f"output {output.id} has no blog post (it was deleted)")
+    """The blog post that renders `output`, read by its output id (one row, however many posts its owner has)."""
+    return client.blog_posts.get_by_output(output.id)
 
 
 def credits_command(

@@ -146,6 +146,11 @@ def client_recipe(client: IdeaExpansion) -> ClientRecipe:
     from .. import PostgresBackend, RestBackend
 
     backend, storage_root = client.backend, getattr(client.storage_backend, "root", None)
+    if getattr(client.storage_backend, "injected_http_client", False):
+        raise ConfigurationError(
+            "this client reaches Supabase Storage through an HTTP client passed in (httpx_client), which a worker "
+            f"process cannot rebuild: build it from settings to run worker processes, {_ONLY_THREADS}"
+        )
     if type(backend) is PostgresBackend and isinstance(storage_root, Path):
         # What the backend was built with (DATABASE_URL may differ, and so may its pool and timeouts).
         return ClientRecipe(client.settings, "postgres", backend.rebuild_arguments(), str(storage_root))

@@ -95,6 +95,12 @@ class _BlogPostOperations(Operations):
         return (yield from self._one(BlogPost, request, "blog post"))
 
     @operation
+    def get_by_output(self, output_id: IdLike) -> Steps[BlogPost]:
+        """The post that renders a blog-post output (one row: an output has at most one post)."""
+        request = Select("blog_posts", [Eq("output_id", parse_id(output_id, "output id"))], limit=1)
+        return (yield from self._one(BlogPost, request, "blog post of that output"))
+
+    @operation
     def get_by_slug(self, slug: str, *, user_id: IdLike | None = None) -> Steps[BlogPost]:
         """A post by its slug (unique per user)."""
         if not isinstance(slug, str) or not slug:
