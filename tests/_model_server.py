@@ -7,12 +7,17 @@ that go over real HTTP (no respx): `POST /v1/chat/completions` and `POST /v1/ima
     with ModelServer(answer, model="llama3.1:8b", usage={"prompt_tokens": 120, "completion_tokens": 30}) as server:
         provider = OpenAIProvider(base_url=server.base_url, model="llama3.1")
         ...
-    server.requests        # every request: {"path", "headers", "body"}
+    server.requests        # every request: {"path", "headers", "body", "token_cap"}
 
 `answer` returns the JSON object the model "writes" (sent back as the message content), or raises
 `Refuse(status, message)` for an error answer in OpenAI's shape. `usage` is a dict, None (the server reports
 no usage, as some local servers do), or a function of the task. `model` is what the server says answered.
 Images: pass `image=<png bytes>` and the server answers the Images API with it (base64), with `image_usage`.
+
+The output cap: each chat request records `token_cap`, the names among `max_tokens` and
+`max_completion_tokens` it carried (sorted; a well-behaved client sends exactly one). With
+`token_parameter="max_tokens"` (or the other) the server refuses, as OpenAI does, a request carrying the
+other one: HTTP 400, `unsupported_parameter`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ __all__ = ["ModelServer", "Refuse", "task_of"]
 Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
 Usage = dict[str, int] | None | Callable[[str], dict[str, int] | None]
 _TASK = re.compile(r"^Task: (\S+)", re.MULTILINE)
+TOKEN_CAPS = ("max_completion_tokens", "max_tokens")
 
 
 class Refuse(Exception):  # noqa: N818 - it is an answer, not an error of the server
@@ -62,8 +68,11 @@ class ModelServer:
         usage: Usage = None,
         image: bytes | None = None,
         image_usage: dict[str, int] | None = None,
+        token_parameter: str | None = None,
     ) -> None:
+        assert token_parameter in (None, *TOKEN_CAPS), token_parameter
         self.answer = answer
+        self.token_parameter = token_parameter
         self.model = model
         self.usage = usage
         self.image = image
@@ -106,8 +115,9 @@ class ModelServer:
 
     # -- the answers -------------------------------------------------------------------------------------
     def respond(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        token_cap = tuple(sorted(key for key in TOKEN_CAPS if key in body))
         with self._lock:
-            self.requests.append({"path": path, "headers": headers, "body": body})
+            self.requests.append({"path": path, "headers": headers, "body": body, "token_cap": token_cap})
         if path.rstrip("/").endswith("/chat/completions"):
             return self._chat(body)
         if path.rstrip("/").endswith("/images/generations"):
@@ -115,6 +125,14 @@ class ModelServer:
         return 404, _error(f"no route {path}", "not_found_error")
 
     def _chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        other = next((key for key in TOKEN_CAPS if key != self.token_parameter), None)
+        if self.token_parameter is not None and other in body:
+            # OpenAI's answer to `max_tokens` for a model that takes only `max_completion_tokens`.
+            message = (
+                f"Unsupported parameter: '{other}' is not supported with this model. "
+                f"Use '{self.token_parameter}' instead."
+            )
+            return 400, _error(message, "invalid_request_error", param=other, code="unsupported_parameter")
         task = task_of(body)
         try:
             content = self.answer(task, body)
@@ -151,8 +169,8 @@ class ModelServer:
         return 200, reply
 
 
-def _error(message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+def _error(message: str, kind: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:

@@ -37,6 +37,7 @@ from idea_expansion.pipeline.providers import (
     OpenAIImageRenderer,
     RenderedImage,
     Task,
+    token_parameter_for,
 )
 from idea_expansion.pipeline.setup import (
     image_mode_from_settings,
@@ -60,6 +61,7 @@ MODEL_SETTINGS = (
     "IDEA_EXPANSION_PROVIDER",
     "IDEA_EXPANSION_OPENAI_MODEL",
     "IDEA_EXPANSION_OPENAI_MODELS",
+    "IDEA_EXPANSION_OPENAI_TOKEN_PARAMETER",
     "IDEA_EXPANSION_ANTHROPIC_MODEL",
     "IDEA_EXPANSION_ANTHROPIC_MODELS",
     "IDEA_EXPANSION_IMAGE_MODE",
@@ -132,11 +134,14 @@ def test_every_task_has_an_output_cap() -> None:
     }
 
 
-def test_completion_defaults_to_offline_and_fell_back_needs_errors() -> None:
+def test_completion_says_offline_only_when_told_and_fell_back_needs_errors() -> None:
     verdict = JudgeVerdict.model_validate(VERDICT)
-    offline = Completion(verdict, 0, 0, "offline-templates")  # as the offline provider builds it
+    unknown = Completion(verdict, 0, 0, "my-model")  # a provider that does not say: the runner names it
+    assert (unknown.provider, unknown.usage_reported, unknown.failed_calls) == ("", True, ())
+    assert not Completion(verdict, 0, 0, "m", fallback_errors=("openai: boom",)).fell_back_to_offline
+    offline = OfflineProvider().generate("judge", JudgeVerdict, idea=IDEA, instructions="")
     assert (offline.provider, offline.fallback_errors, offline.fell_back_to_offline) == ("offline", (), False)
-    fell = Completion(verdict, 0, 0, "offline-templates", fallback_errors=("openai:gpt-4o-mini: boom",))
+    fell = Completion(verdict, 0, 0, "offline-templates", "offline", fallback_errors=("openai:gpt-4o-mini: boom",))
     assert fell.fell_back_to_offline
     answered = Completion(verdict, 1, 2, "claude", provider="anthropic", fallback_errors=("openai: boom",))
     assert not answered.fell_back_to_offline
@@ -161,7 +166,7 @@ def test_openai_sends_the_tasks_model_and_output_cap(task: Task) -> None:
     assert "max_tokens" not in body  # OpenAI's newer models refuse it
     assert route.calls.last.request.headers["authorization"] == "Bearer sk-test"
     assert (completion.provider, completion.model) == ("openai", "gpt-4o-mini-2024-07-18")
-    assert (completion.input_tokens, completion.output_tokens) == (412, 58)
+    assert (completion.input_tokens, completion.output_tokens, completion.usage_reported) == (412, 58, True)
 
 
 def test_openai_base_url_without_a_key_sends_the_placeholder_and_max_tokens() -> None:
@@ -175,9 +180,11 @@ def test_openai_base_url_without_a_key_sends_the_placeholder_and_max_tokens() ->
     assert request.headers["authorization"] == f"Bearer {LOCAL_SERVER_KEY}"
     body = json.loads(request.content)
     assert body["model"] == "llama3.1"
-    assert body["max_completion_tokens"] == body["max_tokens"] == 400  # Ollama and llama.cpp read max_tokens
-    # No usage in the answer: 0 tokens, and still the model the server named.
+    assert body["max_tokens"] == 400  # what Ollama and llama.cpp read
+    assert "max_completion_tokens" not in body  # never both: some servers refuse that
+    # No usage in the answer: 0 tokens, not reported, and still the model the server named.
     assert (completion.input_tokens, completion.output_tokens, completion.model) == (0, 0, "llama3.1:latest")
+    assert not completion.usage_reported
 
 
 def test_openai_needs_a_key_without_a_base_url() -> None:
@@ -195,6 +202,85 @@ def test_openai_usage_missing_is_zero_tokens_with_the_model() -> None:
         api.post(OPENAI_CHAT).mock(return_value=httpx.Response(200, json=openai_completion(VERDICT, usage=False)))
         completion = provider.generate("judge", JudgeVerdict, idea=IDEA, instructions="")
     assert (completion.tokens, completion.model, completion.provider) == (0, "gpt-4o-mini-2024-07-18", "openai")
+    assert not completion.usage_reported  # 0 tokens because none were reported, not because none were spent
+
+
+# -- OpenAI: the one parameter the output cap is sent in ------------------------------------------------
+AZURE = "https://contoso-eastus.openai.azure.com/openai/v1"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "setting", "sent"),
+    [
+        (None, "auto", "max_completion_tokens"),
+        ("https://api.openai.com/v1", "auto", "max_completion_tokens"),
+        ("https://API.OpenAI.com/v1/", "auto", "max_completion_tokens"),
+        (AZURE, "auto", "max_completion_tokens"),
+        ("http://127.0.0.1:11434/v1", "auto", "max_tokens"),
+        ("https://openrouter.ai/api/v1", "auto", "max_tokens"),
+        ("https://openai.azure.com.example.net/v1", "auto", "max_tokens"),  # not an Azure host
+        ("https://eu.api.openai.com.example.net/v1", "auto", "max_tokens"),
+        ("http://127.0.0.1:8000/v1", "max_completion_tokens", "max_completion_tokens"),
+        (None, "max_tokens", "max_tokens"),
+        (AZURE, "max_tokens", "max_tokens"),
+    ],
+)
+def test_openai_sends_the_output_cap_in_exactly_one_parameter(base_url: str | None, setting: Any, sent: str) -> None:
+    provider = OpenAIProvider(
+        api_key="sk-test", base_url=base_url, token_parameter=setting, http_client=httpx.Client(), max_retries=0
+    )
+    assert provider.token_parameter == token_parameter_for(base_url, setting) == sent
+    url = (base_url or "https://api.openai.com/v1").rstrip("/") + "/chat/completions"
+    with respx.mock(assert_all_called=True) as api:
+        route = api.post(url).mock(return_value=httpx.Response(200, json=openai_completion(VERDICT)))
+        provider.generate("blog_post", JudgeVerdict, idea=IDEA, instructions="")
+    body = json.loads(route.calls.last.request.content)
+    assert {key: body[key] for key in ("max_tokens", "max_completion_tokens") if key in body} == {sent: 4000}
+
+
+def test_an_unknown_token_parameter_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="'both' is not one of auto"):
+        OpenAIProvider(api_key="sk", token_parameter="both")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("setting", "server_takes", "sent"),
+    [
+        (None, "max_tokens", ("max_tokens",)),  # auto, at a local server
+        ("auto", "max_tokens", ("max_tokens",)),
+        ("max_completion_tokens", "max_completion_tokens", ("max_completion_tokens",)),
+        ("max_tokens", "max_tokens", ("max_tokens",)),
+    ],
+)
+def test_the_token_parameter_setting_reaches_a_real_server(
+    monkeypatch: pytest.MonkeyPatch, setting: str | None, server_takes: str, sent: tuple[str, ...]
+) -> None:
+    usage = {"prompt_tokens": 9, "completion_tokens": 3}
+    # The server refuses the other parameter, as OpenAI does.
+    with ModelServer(answer_by_task, usage=usage, token_parameter=server_takes) as server:
+        monkeypatch.setenv("IDEA_EXPANSION_PROVIDER", "openai")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        if setting is not None:
+            monkeypatch.setenv("IDEA_EXPANSION_OPENAI_TOKEN_PARAMETER", setting)
+        settings = Settings()
+        assert settings.openai_token_parameter == (setting or "auto")
+        completion = providers_from_settings(settings).generate("judge", JudgeVerdict, idea=IDEA, instructions="")
+    assert completion.tokens == 12
+    assert [request["token_cap"] for request in server.requests] == [sent]
+
+
+def test_a_server_taking_only_max_completion_tokens_needs_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto sends max_tokens to a host it does not know; a server that refuses it says so, and the setting
+    is the way out."""
+    with ModelServer(answer_by_task, token_parameter="max_completion_tokens") as server:
+        monkeypatch.setenv("IDEA_EXPANSION_PROVIDER", "openai")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        with pytest.raises(ProviderError, match="Unsupported parameter: 'max_tokens'") as caught:
+            providers_from_settings(Settings()).generate("judge", JudgeVerdict, idea=IDEA, instructions="")
+        assert caught.value.failed_calls[0].usage_reported is False  # an HTTP error: nothing known spent
+        monkeypatch.setenv("IDEA_EXPANSION_OPENAI_TOKEN_PARAMETER", "max_completion_tokens")
+        providers_from_settings(Settings()).generate("judge", JudgeVerdict, idea=IDEA, instructions="")
+    assert [request["token_cap"] for request in server.requests] == [("max_tokens",), ("max_completion_tokens",)]
 
 
 # -- Anthropic: a model and max_tokens per task ---------------------------------------------------------
@@ -422,6 +508,7 @@ def test_settings_defaults() -> None:
     assert (settings.openai_base_url, settings.anthropic_base_url) == (None, None)
     assert (settings.image_mode, settings.review_threshold) == ("card", 70)
     assert (settings.model_timeout, settings.model_max_retries) == (60.0, 2)
+    assert settings.openai_token_parameter == "auto"
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -448,6 +535,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(anthropic_, AnthropicProvider)
     assert isinstance(offline, OfflineProvider)
     assert openai.base_url == "http://127.0.0.1:11434/v1"  # and no OPENAI_API_KEY needed
+    assert openai.token_parameter == "max_tokens"  # auto, at a local server
     assert (openai.model_for("judge"), openai.model_for("github_repo")) == ("llama3.1", "qwen2.5-coder:7b")
     assert (anthropic_.model_for("judge"), anthropic_.model_for("blog_post")) == (
         "claude-haiku-4-5",
@@ -499,6 +587,7 @@ def test_settings_from_a_dotenv_file(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         ("OPENAI_BASE_URL", "127.0.0.1:11434/v1", "http:// or https:// URL"),
         ("ANTHROPIC_BASE_URL", "file:///etc/passwd", "http:// or https:// URL"),
         ("IDEA_EXPANSION_OPENAI_MODEL", " ", "at least 1 character"),
+        ("IDEA_EXPANSION_OPENAI_TOKEN_PARAMETER", "both", "'auto', 'max_completion_tokens' or 'max_tokens'"),
     ],
 )
 def test_malformed_model_settings_name_their_variable(
@@ -565,7 +654,8 @@ def test_a_local_openai_compatible_server_gives_model_and_tokens(monkeypatch: py
     assert request["path"] == "/v1/chat/completions"
     assert request["headers"]["authorization"] == f"Bearer {LOCAL_SERVER_KEY}"
     assert task_of(request["body"]) == "judge"
-    assert request["body"]["max_tokens"] == request["body"]["max_completion_tokens"] == 400
+    assert request["body"]["max_tokens"] == 400
+    assert request["token_cap"] == ("max_tokens",)  # exactly one of the two
 
 
 def test_a_local_server_without_usage_and_its_images() -> None:

@@ -16,7 +16,7 @@
     ├── DecryptionError               a credential cannot be decrypted (tampered, moved, wrong key)
     ├── DatabaseSetupError            the local database could not be bootstrapped or migrated
     ├── PipelineError(execution_id, stage)  an expansion failed; the run is recorded as failed
-    ├── ProviderError                 a model provider failed or answered off-schema (pipeline)
+    ├── ProviderError(failed_calls)   a model provider failed or answered off-schema (pipeline)
     ├── PublishError(status, errors)  GitHub refused or failed to publish a repository (pipeline)
     ├── WorkerProcessError(processed, exit_codes)  a worker process died (pipeline)
     └── WorkerThreadError             a worker's claim loop ended on what it does not catch (pipeline)
@@ -38,6 +38,7 @@ Note that `except ConnectionError` (the alias) now also catches timeouts.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "ConflictError",
     "DatabaseSetupError",
     "DecryptionError",
+    "FailedCall",
     "IdeaExpansionError",
     "InsufficientCreditsError",
     "InvalidRequestError",
@@ -101,8 +103,36 @@ class PipelineError(IdeaExpansionError):
         return (_rebuilt, (type(self), self.args, self.__dict__))
 
 
+@dataclass(frozen=True)
+class FailedCall:
+    """A model call that failed, after it may have spent tokens: an answer cut at the output cap, invalid
+    JSON or one that does not fit the schema (the tokens the API reported), or no answer at all (a
+    connection or HTTP error: 0 tokens, `usage_reported` False). Defined here, beside `ProviderError` which
+    carries it; `idea_expansion.pipeline.providers` exports it."""
+
+    provider: str
+    """"openai" (also any OpenAI-compatible server) or "anthropic"."""
+    model: str
+    """The model the API said answered, else the one asked for."""
+    input_tokens: int
+    output_tokens: int
+    error: str
+    """What went wrong (the `ProviderError` message)."""
+    usage_reported: bool
+    """The API reported the tokens; False when it sent no usage (or no answer), and the tokens are 0."""
+
+
 class ProviderError(IdeaExpansionError):
-    """A model provider failed (after its own retries) or returned output that does not fit the schema."""
+    """A model provider failed (after its own retries) or returned output that does not fit the schema.
+
+    Attributes:
+        failed_calls: The model calls that failed on the way, with the tokens each may have spent: one
+            for a model provider, every provider's for a fallback chain whose providers all failed.
+    """
+
+    def __init__(self, message: str, *, failed_calls: tuple[FailedCall, ...] = ()) -> None:
+        super().__init__(message)
+        self.failed_calls = tuple(failed_calls)
 
 
 class PublishError(IdeaExpansionError):

@@ -11,13 +11,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["ImageMode", "ModelTask", "Settings"]
+__all__ = ["ImageMode", "ModelTask", "Settings", "TokenParameter"]
 
 ModelTask = Literal["judge", "choose_format", "plan", "blog_post", "twitter_thread", "github_repo", "image", "review"]
 """The model calls of a run (`pipeline.providers.Task` is this type): keys of the per-task model settings."""
 
 ImageMode = Literal["none", "card", "model"]
 """How images are made: none at all, a rendered title card (offline), or an image model (OpenAI Images API)."""
+
+TokenParameter = Literal["auto", "max_completion_tokens", "max_tokens"]
+"""The parameter an OpenAI-compatible server gets the output cap in (only ever one): `auto` picks by host."""
 
 ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -112,6 +115,13 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias=AliasChoices("IDEA_EXPANSION_OPENAI_MODELS")
     )
     """A model per task, JSON: {"github_repo": "gpt-4.1", "judge": "gpt-4o-mini"}; the keys are tasks."""
+
+    openai_token_parameter: TokenParameter = Field(
+        default="auto", validation_alias=AliasChoices("IDEA_EXPANSION_OPENAI_TOKEN_PARAMETER")
+    )
+    """The one parameter each call's output cap is sent in: auto (the default) sends max_completion_tokens
+    to api.openai.com and *.openai.azure.com and max_tokens to any other server (Ollama, vLLM, llama.cpp);
+    max_completion_tokens or max_tokens send that one to any server."""
 
     anthropic_base_url: str | None = Field(default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
     """An Anthropic-compatible server instead of api.anthropic.com. With it, ANTHROPIC_API_KEY is optional."""

@@ -5,6 +5,7 @@ and its renderer; the price table."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from .._exceptions import ConfigurationError
 from .._settings import ImageMode, Settings
@@ -46,11 +47,35 @@ def _key(settings: Settings, name: str, base_url: str | None) -> str | None:
     return settings.require(name)
 
 
+_MODEL_PROVIDERS: dict[str, tuple[Callable[..., ModelProvider], tuple[str, ...]]] = {
+    "openai": (OpenAIProvider, ("token_parameter",)),
+    "anthropic": (AnthropicProvider, ()),
+}
+"""The model providers by name: the class, and the options it takes beyond the ones all share. Each reads
+the settings `<name>_api_key`, `<name>_base_url`, `<name>_model`, `<name>_models` and `<name>_<option>`."""
+
+
+def _model_provider(settings: Settings, name: str) -> ModelProvider:
+    cls, options = _MODEL_PROVIDERS[name]
+    base_url: str | None = getattr(settings, f"{name}_base_url")
+    extra: dict[str, Any] = {option: getattr(settings, f"{name}_{option}") for option in options}
+    return cls(
+        api_key=_key(settings, f"{name}_api_key", base_url),
+        base_url=base_url,
+        model=getattr(settings, f"{name}_model"),
+        models=getattr(settings, f"{name}_models"),
+        timeout=settings.model_timeout,
+        max_retries=settings.model_max_retries,
+        **extra,
+    )
+
+
 def providers_from_settings(settings: Settings) -> ModelProvider:
     """`offline` (default), `openai`, `anthropic`, or a comma-separated fallback order such as
     `openai,anthropic,offline`. OpenAI and Anthropic take their models (IDEA_EXPANSION_OPENAI_MODEL(S),
     IDEA_EXPANSION_ANTHROPIC_MODEL(S)), base URLs (OPENAI_BASE_URL, ANTHROPIC_BASE_URL; a key is then
-    optional), timeout and retries from the settings.
+    optional), timeout and retries from the settings, and OpenAI the parameter its output cap is sent in
+    (IDEA_EXPANSION_OPENAI_TOKEN_PARAMETER).
 
     Raises:
         ConfigurationError: an unknown provider name, or a missing API key."""
@@ -58,28 +83,8 @@ def providers_from_settings(settings: Settings) -> ModelProvider:
     for name in _provider_names(settings):
         if name == "offline":
             chain.append(OfflineProvider())
-        elif name == "openai":
-            chain.append(
-                OpenAIProvider(
-                    api_key=_key(settings, "openai_api_key", settings.openai_base_url),
-                    base_url=settings.openai_base_url,
-                    model=settings.openai_model,
-                    models=settings.openai_models,
-                    timeout=settings.model_timeout,
-                    max_retries=settings.model_max_retries,
-                )
-            )
-        elif name == "anthropic":
-            chain.append(
-                AnthropicProvider(
-                    api_key=_key(settings, "anthropic_api_key", settings.anthropic_base_url),
-                    base_url=settings.anthropic_base_url,
-                    model=settings.anthropic_model,
-                    models=settings.anthropic_models,
-                    timeout=settings.model_timeout,
-                    max_retries=settings.model_max_retries,
-                )
-            )
+        elif name in _MODEL_PROVIDERS:
+            chain.append(_model_provider(settings, name))
         else:
             raise ConfigurationError(
                 f"IDEA_EXPANSION_PROVIDER lists an unknown provider {name!r}: use offline, openai or anthropic"

@@ -5,6 +5,7 @@ from .base import (
     MAX_OUTPUT_TOKENS,
     TASKS,
     Completion,
+    FailedCall,
     FallbackProvider,
     IdeaBrief,
     Provider,
@@ -12,7 +13,7 @@ from .base import (
     RenderedImage,
     Task,
 )
-from .llm import LOCAL_SERVER_KEY, AnthropicProvider, OpenAIImageRenderer, OpenAIProvider
+from .llm import LOCAL_SERVER_KEY, AnthropicProvider, OpenAIImageRenderer, OpenAIProvider, token_parameter_for
 from .offline import OFFLINE_NOTE, OfflineProvider
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "TASKS",
     "AnthropicProvider",
     "Completion",
+    "FailedCall",
     "FallbackProvider",
     "IdeaBrief",
     "OfflineProvider",
@@ -31,4 +33,5 @@ __all__ = [
     "ProviderError",
     "RenderedImage",
     "Task",
+    "token_parameter_for",
 ]

@@ -1,5 +1,6 @@
 """The provider protocol: a pydantic model in, a validated instance and its token usage out, with who
-answered (provider and the model the API reported) and which providers failed before it."""
+answered (provider and the model the API reported) and which providers failed before it, with the tokens
+their failed calls may have spent (`FailedCall`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Generic, Protocol, TypeAlias, TypeVar, get_args
 
 from pydantic import BaseModel
 
-from ..._exceptions import ConfigurationError, ProviderError
+from ..._exceptions import ConfigurationError, FailedCall, ProviderError
 from ..._settings import ModelTask
 from ...types.params import (
     MAX_BULLET_CHARS,
@@ -31,6 +32,7 @@ __all__ = [
     "PROMPT_TITLE_CHARS",
     "TASKS",
     "Completion",
+    "FailedCall",
     "FallbackProvider",
     "IdeaBrief",
     "Provider",
@@ -125,7 +127,8 @@ MAX_IDEA_PROMPT_CHARS = len(
 
 @dataclass(frozen=True)
 class Completion(Generic[T]):
-    """A provider's answer: the validated value, what it cost, and who gave it."""
+    """A provider's answer: the validated value, what it cost, who gave it, and the calls that failed
+    before it."""
 
     value: T
     input_tokens: int
@@ -134,10 +137,16 @@ class Completion(Generic[T]):
     """Completion tokens the API reported (0 when it reported no usage)."""
     model: str
     """The model the API says answered (`response.model`), not merely the one asked for."""
-    provider: str = "offline"
-    """Who answered: "openai" (also any OpenAI-compatible server), "anthropic" or "offline"."""
+    provider: str = ""
+    """Who answered: "openai" (also any OpenAI-compatible server), "anthropic" or "offline"; "" when the
+    provider did not say (the runner then records the answering provider's `name`)."""
     fallback_errors: tuple[str, ...] = ()
     """"<provider name>: <error>" of each provider tried first that failed (set by `FallbackProvider`)."""
+    failed_calls: tuple[FailedCall, ...] = ()
+    """The model calls of the providers tried first that failed, with the tokens each may have spent (set
+    by `FallbackProvider`; `fallback_errors` is their text)."""
+    usage_reported: bool = True
+    """The API reported the tokens; False when it sent no usage (the tokens are then 0, not known)."""
 
     @property
     def tokens(self) -> int:
@@ -178,7 +187,8 @@ class Provider(Protocol):
 
 class FallbackProvider:
     """Tries providers in order; the first that succeeds answers, its completion carrying the failures of
-    those tried before it (`fallback_errors`). Raises when all fail, naming each."""
+    those tried before it (`fallback_errors`, and their calls with the tokens they spent in `failed_calls`).
+    Raises `ProviderError` when all fail, naming each and carrying every failed call."""
 
     def __init__(self, providers: Sequence[Provider]) -> None:
         if not providers:
@@ -188,13 +198,21 @@ class FallbackProvider:
 
     def generate(self, task: Task, schema: type[T], *, idea: IdeaBrief, instructions: str) -> Completion[T]:
         failures: list[str] = []
+        failed_calls: list[FailedCall] = []
         for provider in self.providers:
             try:
                 completion = provider.generate(task, schema, idea=idea, instructions=instructions)
             except ProviderError as exc:
                 failures.append(f"{provider.name}: {exc}")
+                failed_calls.extend(getattr(exc, "failed_calls", ()))  # a subclass may skip our __init__
                 continue
+            if not completion.provider:  # the runner sees only the chain: name the one that answered
+                completion = replace(completion, provider=provider.name)
             if not failures:
                 return completion
-            return replace(completion, fallback_errors=(*failures, *completion.fallback_errors))
-        raise ProviderError("every provider failed. " + " | ".join(failures))
+            return replace(
+                completion,
+                fallback_errors=(*failures, *completion.fallback_errors),
+                failed_calls=(*failed_calls, *completion.failed_calls),
+            )
+        raise ProviderError("every provider failed. " + " | ".join(failures), failed_calls=tuple(failed_calls))

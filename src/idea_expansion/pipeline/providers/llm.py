@@ -4,8 +4,10 @@ optional `llm` extra).
 Both SDKs already retry 408/409/429/5xx with exponential backoff (honouring Retry-After); we bound it
 with `max_retries` and a timeout, cap each call's output (`MAX_OUTPUT_TOKENS`), then validate the answer
 against the pydantic schema. A completion records the model the API says answered and the tokens it
-reported. Neither class reads the environment: the SDKs' own fallbacks to OPENAI_API_KEY, OPENAI_BASE_URL,
-ANTHROPIC_API_KEY are never reached, because a key and a base URL are always passed (`Settings` reads them).
+reported; a failed call raises `ProviderError` carrying one `FailedCall`, with the tokens the API reported
+when it answered at all (an answer cut at the cap, invalid JSON, off-schema). Neither class reads the
+environment: the SDKs' own fallbacks to OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY are never
+reached, because a key and a base URL are always passed (`Settings` reads them).
 """
 
 from __future__ import annotations
@@ -13,21 +15,25 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar, get_args
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
 from ..._exceptions import ConfigurationError
-from .base import MAX_OUTPUT_TOKENS, Completion, IdeaBrief, ProviderError, RenderedImage, Task
+from ..._settings import TokenParameter
+from .base import MAX_OUTPUT_TOKENS, Completion, FailedCall, IdeaBrief, ProviderError, RenderedImage, Task
 
 __all__ = [
     "ANTHROPIC_URL",
     "LOCAL_SERVER_KEY",
+    "OPENAI_TOKEN_PARAMETER_HOSTS",
     "OPENAI_URL",
     "AnthropicProvider",
     "OpenAIImageRenderer",
     "OpenAIProvider",
+    "token_parameter_for",
 ]
 
 T = TypeVar("T", bound=BaseModel)
@@ -78,11 +84,58 @@ def _openai(
     return openai, client
 
 
-def _validated(schema: type[T], data: Any, provider: str) -> T:
+def _usage(usage: Any, input_key: str, output_key: str) -> tuple[int, int] | None:
+    """(input, output) tokens of an answer's usage; None when the server sent none (some local servers),
+    or counts that are not whole numbers of at least 0 (a broken or hostile server): not reported, rather
+    than a wrong count. A count left out (null) is 0."""
+    counts = [getattr(usage, key, None) for key in (input_key, output_key)] if usage is not None else []
+    if len(counts) != 2 or any(not (c is None or (type(c) is int and c >= 0)) for c in counts):
+        return None
+    return counts[0] or 0, counts[1] or 0
+
+
+def _failure(provider: str, model: str, usage: tuple[int, int] | None) -> Callable[[str], ProviderError]:
+    """The `ProviderError` of a failed call, carrying it as a `FailedCall` with what it spent: the usage
+    of the answer, or 0 tokens (not reported) when there was no answer or it named no usage."""
+
+    def failed(message: str) -> ProviderError:
+        tokens = usage or (0, 0)
+        call = FailedCall(provider, model, tokens[0], tokens[1], message, usage_reported=usage is not None)
+        return ProviderError(message, failed_calls=(call,))
+
+    return failed
+
+
+def _validated(schema: type[T], data: Any, provider: str, failed: Callable[[str], ProviderError]) -> T:
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        raise ProviderError(f"{provider} returned output that does not fit {schema.__name__}: {exc}") from None
+        raise failed(f"{provider} returned output that does not fit {schema.__name__}: {exc}") from None
+
+
+OPENAI_TOKEN_PARAMETER_HOSTS = ("api.openai.com", ".openai.azure.com")
+"""Hosts that get `max_completion_tokens` under `token_parameter="auto"` (a leading dot: any subdomain)."""
+
+
+def token_parameter_for(
+    base_url: str | None, setting: TokenParameter = "auto"
+) -> Literal["max_completion_tokens", "max_tokens"]:
+    """The one parameter an OpenAI-compatible server gets the output cap in. `auto`: OpenAI itself (no
+    base URL, or api.openai.com) and Azure OpenAI (*.openai.azure.com) get `max_completion_tokens` (their
+    newer models refuse `max_tokens`); any other server gets `max_tokens`, the one Ollama, vLLM and
+    llama.cpp read. Never both: some servers refuse a request that carries both.
+
+    Raises:
+        ConfigurationError: a setting other than auto, max_completion_tokens or max_tokens."""
+    if setting not in get_args(TokenParameter):
+        raise ConfigurationError(
+            f"token_parameter: {setting!r} is not one of auto, max_completion_tokens or max_tokens"
+        )
+    if setting != "auto":
+        return setting
+    host = (urlsplit(base_url or OPENAI_URL).hostname or "").lower()
+    openai = any(host == h or (h.startswith(".") and host.endswith(h)) for h in OPENAI_TOKEN_PARAMETER_HOSTS)
+    return "max_completion_tokens" if openai else "max_tokens"
 
 
 def _limits(overrides: Mapping[Task, int] | None) -> dict[Task, int]:
@@ -143,6 +196,7 @@ class OpenAIProvider(_ModelProvider):
         max_retries: int = 2,
         http_client: Any = None,
         base_url: str | None = None,
+        token_parameter: TokenParameter = "auto",
     ) -> None:
         """
         Args:
@@ -154,54 +208,65 @@ class OpenAIProvider(_ModelProvider):
             max_retries: retries after 408/409/429/5xx and connection errors.
             http_client: an httpx.Client (tests, proxies).
             base_url: an OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1.
+            token_parameter: the parameter the output cap is sent in, only ever one: `auto` (the default)
+                sends `max_completion_tokens` to api.openai.com and Azure OpenAI, `max_tokens` to any other
+                server (`token_parameter_for`); or name one of the two.
 
         Raises:
-            ConfigurationError: no api_key and no base_url, or a model or limit for an unknown task.
+            ConfigurationError: no api_key and no base_url, a model or limit for an unknown task, or an
+                unknown token_parameter.
         """
         super().__init__(model, models, max_output_tokens, timeout)
         self.base_url = base_url
-        # Some servers (Ollama, llama.cpp) read only the older `max_tokens`: sent too, but not to OpenAI,
-        # whose newer models refuse it.
-        self._send_max_tokens = base_url is not None and base_url.rstrip("/") != OPENAI_URL
+        self.token_parameter = token_parameter_for(base_url, token_parameter)
+        """The parameter this provider sends the output cap in."""
         self._errors, self._client = _openai(api_key, timeout, max_retries, http_client, base_url)
         self.name = f"openai:{model}"
 
     def generate(self, task: Task, schema: type[T], *, idea: IdeaBrief, instructions: str) -> Completion[T]:
         model = self.model_for(task)
-        limit = self.max_output_tokens[task]
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": _user_message(task, idea, instructions)},
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
+            },
+            self.token_parameter: self.max_output_tokens[task],
+            "timeout": self._timeout_for(task),
+        }
         try:
-            response = self._client.chat.completions.create(
-                model=model,
-                messages=[
-                    {"role": "system", "content": SYSTEM},
-                    {"role": "user", "content": _user_message(task, idea, instructions)},
-                ],
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
-                },
-                max_completion_tokens=limit,
-                extra_body={"max_tokens": limit} if self._send_max_tokens else None,
-                timeout=self._timeout_for(task),
-            )
+            response = self._client.chat.completions.create(**request)
         except self._errors.APIError as exc:
-            raise ProviderError(f"OpenAI request failed: {exc}") from None
+            raise _failure("openai", model, None)(f"OpenAI request failed: {exc}") from None
+        # No usage from servers that do not report it: 0 tokens, not reported; the model still recorded.
+        usage = _usage(response.usage, "prompt_tokens", "completion_tokens")
+        answered = response.model or model
+        failed = _failure("openai", answered, usage)
         if not response.choices:
-            raise ProviderError("OpenAI answered without a choice")
+            raise failed("OpenAI answered without a choice")
         choice = response.choices[0]
-        if choice.finish_reason not in ("stop", None) or not choice.message.content:
-            raise ProviderError(f"OpenAI stopped early ({choice.finish_reason}) without a complete answer")
+        # Only an answer cut short (at the cap, or by a content filter) is refused for its finish reason:
+        # compatible servers name a complete one in their own words ("eos", "tool_calls", or none at all),
+        # and the content is checked below anyway.
+        if choice.finish_reason in ("length", "content_filter"):
+            raise failed(f"OpenAI stopped early ({choice.finish_reason}) without a complete answer")
+        if not choice.message.content:
+            refusal = getattr(choice.message, "refusal", None)
+            raise failed(f"OpenAI refused: {refusal}" if refusal else "OpenAI answered without content")
         try:
             data = json.loads(choice.message.content)
         except json.JSONDecodeError as exc:
-            raise ProviderError(f"OpenAI returned invalid JSON: {exc}") from None
-        usage = response.usage  # None from servers that do not report it: 0 tokens, the model still recorded
+            raise failed(f"OpenAI returned invalid JSON: {exc}") from None
         return Completion(
-            _validated(schema, data, "OpenAI"),
-            (usage.prompt_tokens or 0) if usage else 0,
-            (usage.completion_tokens or 0) if usage else 0,
-            response.model or model,
+            _validated(schema, data, "OpenAI", failed),
+            *(usage or (0, 0)),
+            answered,
             provider="openai",
+            usage_reported=usage is not None,
         )
 
 
@@ -228,7 +293,8 @@ class AnthropicProvider(_ModelProvider):
             max_output_tokens: caps per task over `MAX_OUTPUT_TOKENS` (sent as `max_tokens`).
             timeout: seconds per call (longer for calls allowed more than 4,000 output tokens).
             max_retries: retries after 408/409/429/5xx/529 and connection errors.
-            http_client: an httpx2.Client (tests, proxies).
+            http_client: an `httpx2.Client` (tests, proxies), not an `httpx.Client`: the anthropic SDK 2 is
+                built on httpx2 and refuses the other (`OpenAIProvider` takes an `httpx.Client`).
             base_url: an Anthropic-compatible server.
 
         Raises:
@@ -272,20 +338,22 @@ class AnthropicProvider(_ModelProvider):
         try:
             response = self._client.messages.create(**request)
         except self._errors.APIError as exc:
-            raise ProviderError(f"Anthropic request failed: {exc}") from None
+            raise _failure("anthropic", model, None)(f"Anthropic request failed: {exc}") from None
+        usage = _usage(response.usage, "input_tokens", "output_tokens")
+        answered = response.model or model
+        failed = _failure("anthropic", answered, usage)
         if response.stop_reason == "max_tokens":
-            raise ProviderError(f"Anthropic stopped at max_tokens ({request['max_tokens']}) without a complete answer")
+            raise failed(f"Anthropic stopped at max_tokens ({request['max_tokens']}) without a complete answer")
         for block in response.content:
             if block.type == "tool_use" and block.name == "answer":
-                usage = response.usage
                 return Completion(
-                    _validated(schema, block.input, "Anthropic"),
-                    (usage.input_tokens or 0) if usage else 0,
-                    (usage.output_tokens or 0) if usage else 0,
-                    response.model or model,
+                    _validated(schema, block.input, "Anthropic", failed),
+                    *(usage or (0, 0)),
+                    answered,
                     provider="anthropic",
+                    usage_reported=usage is not None,
                 )
-        raise ProviderError(f"Anthropic answered without the structured result (stop reason {response.stop_reason})")
+        raise failed(f"Anthropic answered without the structured result (stop reason {response.stop_reason})")
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

@@ -70,7 +70,7 @@ class OfflineProvider:
             value = builders[task](idea)
         if not isinstance(value, schema):
             raise ProviderError(f"offline provider builds {type(value).__name__} for {task}, not {schema.__name__}")
-        return Completion(value, 0, 0, "offline-templates")
+        return Completion(value, 0, 0, "offline-templates", provider="offline")
 
     @staticmethod
     def _judge(idea: IdeaBrief) -> JudgeVerdict:
