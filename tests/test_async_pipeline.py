@@ -4,6 +4,7 @@ running the whole run off the event loop, with the same records and the same cha
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -110,5 +111,54 @@ def test_expand_errors_are_the_sync_pipeline_errors(own_database: str, encryptio
                 assert [e async for e in client.executions.list(user_id=user.id)] == []
             with pytest.raises(IdeaExpansionError, match="service client"):
                 AsyncPipeline(client.for_user(user.id))
+
+    asyncio.run(scenario())
+
+
+def test_the_async_pipeline_takes_the_image_mode_prices_and_threshold_and_checks_off_the_loop(
+    own_database: str, encryption_key: str, tmp_path: Path
+) -> None:
+    """As `Pipeline`: image_mode, prices and review_threshold given replace the settings'; and `enqueue`
+    asks whether images can be made (a storage check, blocking I/O) in a worker thread, not on the loop."""
+    from decimal import Decimal
+
+    from idea_expansion import BlogPostContent, ConfigurationError
+    from idea_expansion.pipeline.pricing import PriceTable
+
+    prices = PriceTable.from_mapping({"m": {"input_per_million": 1, "output_per_million": 1}})
+
+    async def scenario() -> None:
+        async with (
+            _client(own_database, encryption_key, tmp_path) as client,
+            AsyncPipeline(
+                client, provider=OfflineProvider(), image_mode="none", prices=prices, review_threshold=55
+            ) as pipeline,
+        ):
+            user = await client.users.create(email="async-options@example.com")
+            me = client.for_user(user.id)
+            idea = await me.ideas.create(title="A poster", description="for a talk")
+            runs = await asyncio.to_thread(pipeline._runs)
+            assert (runs.image_mode, runs.review_threshold, runs.prices) == ("none", 55, prices)
+            checked_on: list[int] = []
+            check_format = runs.check_format
+
+            def watched(format: object) -> None:  # the real check, noting the thread it runs on
+                checked_on.append(threading.get_ident())
+                check_format(format)  # type: ignore[arg-type]
+
+            runs.check_format = watched  # type: ignore[method-assign]
+            with pytest.raises(ConfigurationError, match="image"):
+                await pipeline.enqueue(user.id, idea_id=idea.id, format="image")
+            assert checked_on
+            assert threading.get_ident() not in checked_on
+            result = await pipeline.expand(user.id, idea_id=idea.id, format="blog_post")
+            content = result.content()
+            assert isinstance(content, BlogPostContent)
+            assert content.cover_image is None
+            assert result.execution.cost_usd == Decimal(0)
+        with pytest.raises(InvalidRequestError, match="review_threshold"):
+            AsyncPipeline(client, review_threshold=101)
+        with pytest.raises(ConfigurationError, match="image_mode"):
+            AsyncPipeline(client, image_mode="sometimes")  # type: ignore[arg-type]
 
     asyncio.run(scenario())

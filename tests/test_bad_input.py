@@ -253,11 +253,18 @@ def rows(db: Db) -> dict[str, Any]:
         ).fetchone()
         assert idea is not None
         execution = conn.execute("insert into public.executions (user_id) values (%s) returning id", (user,)).fetchone()
+        # The post's run is a delivered, charged one: only a charged run's post may be public (uncharged_posts_private).
+        delivered = conn.execute(
+            "insert into public.executions (user_id, status, current_stage, charged, generation, completed_at) "
+            "values (%s, 'completed', 'done', true, 'offline', now()) returning id",
+            (user,),
+        ).fetchone()
+        assert delivered is not None
         assert execution is not None
         output = conn.execute(
             "insert into public.outputs (execution_id, user_id, format, content) "
             "values (%s, %s, 'blog_post', '{}') returning id",
-            (execution[0], user),
+            (delivered[0], user),
         ).fetchone()
         assert output is not None
         post = conn.execute(

@@ -9,7 +9,9 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from idea_expansion import IdeaExpansion
+import pytest
+
+from idea_expansion import IdeaExpansion, PipelineError
 from idea_expansion.pipeline import FallbackProvider, OfflineProvider, OpenAIProvider, Pipeline
 from idea_expansion.pipeline.pricing import PriceTable
 from idea_expansion.types import ExecutionStatus
@@ -83,6 +85,8 @@ def test_a_run_against_a_local_openai_compatible_server_records_what_it_returned
         "input_tokens": 0,
         "output_tokens": 0,
         "fallback": False,
+        "failed": False,
+        "usage_reported": True,
     }
     expected_in = sum(u["prompt_tokens"] for u in USAGE.values())
     expected_out = sum(u["completion_tokens"] for u in USAGE.values())
@@ -107,8 +111,42 @@ def test_the_server_down_makes_a_fallback_run_that_is_not_charged(client: IdeaEx
     assert (execution.status, execution.generation, execution.charged) == (ExecutionStatus.PARTIAL, "fallback", False)
     assert execution.error_step == "judge"
     assert "model is loading" in (execution.error_message or "")
-    assert all(call.fallback and call.provider == "offline" for call in execution.model_calls)
+    answered = [call for call in execution.model_calls if not call.failed]
+    assert all(call.fallback and call.provider == "offline" for call in answered)
+    # Each refused request is recorded too: no answer, no usage reported, nothing spent.
+    refused = [call for call in execution.model_calls if call.failed]
+    assert [call.task for call in refused] == [call.task for call in answered if call.stage != "image"]
+    assert all(
+        (call.provider, call.input_tokens, call.output_tokens, call.usage_reported) == ("openai", 0, 0, False)
+        and "model is loading" in (call.error or "")
+        for call in refused
+    )
     usage = client.credits.balance(user)
     assert (usage.free_expansions_remaining, usage.total_expansions_used) == (5, 0)
     status = db.scalar("select status from public.credit_charges where idempotency_key = %s", (execution.id,))
     assert status == "released"
+
+
+def test_an_answer_that_does_not_fit_is_recorded_with_the_tokens_it_spent(client: IdeaExpansion, db: Db) -> None:
+    """A served answer off the schema spent what the server reported: the failed call is recorded with those
+    tokens (on the failed run too) and priced into the run's cost."""
+
+    def off_schema(task: str, request: dict[str, Any]) -> dict[str, Any]:
+        return {"score": 500, "reasoning": "Out of range."}
+
+    user = client.users.create(email=f"local-{uuid.uuid4().hex[:8]}@example.test").id
+    idea = client.ideas.create(user_id=user, title="Explain regular expressions", description="Plain words.").id
+    prices = PriceTable.from_mapping({SERVED_MODEL: {"input_per_million": "0.20", "output_per_million": "0.80"}})
+    usage = {"prompt_tokens": 812, "completion_tokens": 41}
+    with ModelServer(off_schema, model=SERVED_MODEL, usage=usage) as server:
+        provider = OpenAIProvider(base_url=server.base_url, model="llama3.1", max_retries=0)
+        with Pipeline(client, provider=provider, prices=prices) as pipeline, pytest.raises(PipelineError):
+            pipeline.expand(user, idea_id=idea, format="twitter_thread")
+    (execution,) = client.executions.list(user_id=user)
+    assert execution.status == ExecutionStatus.FAILED
+    (call,) = execution.model_calls
+    assert (call.task, call.provider, call.model, call.failed) == ("judge", "openai", SERVED_MODEL, True)
+    assert (call.input_tokens, call.output_tokens, call.usage_reported) == (812, 41, True)
+    assert (execution.input_tokens, execution.output_tokens) == (812, 41)
+    assert execution.cost_usd == Decimal("0.000195")  # 812 * 0.20 + 41 * 0.80 per million, to the millionth
+    assert client.credits.balance(user).total_expansions_used == 0

@@ -416,7 +416,12 @@ def test_python_limits_equal_the_databases(db: Db, writer: uuid.UUID) -> None:
 @pytest.fixture
 def post(db: Db, writer: uuid.UUID) -> uuid.UUID:
     with db.as_service() as conn:
-        execution = conn.execute("insert into public.executions (user_id) values (%s) returning id", (writer,))
+        # A delivered, charged run: only a charged run's post may be public (uncharged_posts_private).
+        execution = conn.execute(
+            "insert into public.executions (user_id, status, current_stage, charged, generation, completed_at) "
+            "values (%s, 'completed', 'done', true, 'offline', now()) returning id",
+            (writer,),
+        )
         execution_id = execution.fetchone()[0]  # type: ignore[index]
         output = conn.execute(
             "insert into public.outputs (execution_id, user_id, format, content) "
@@ -568,6 +573,8 @@ def test_the_worst_case_prompt_per_credit_is_bounded_and_stated(client: IdeaExpa
         assert size <= call_ceiling(task).input_tokens, task
     worst = worst_case_tokens_per_credit()
     assert worst <= 600_000, "one credit must not buy an unbounded prompt"
+    # a chain of model providers multiplies it: each may fail a call after spending up to its ceiling
+    assert worst_case_tokens_per_credit(model_providers=3) == 3 * worst
     stated = re.search(r"at most \*\*([0-9,]+) tokens\*\* per\s+credit", README.read_text())
     assert stated is not None, "the README states the worst-case tokens per credit"
     assert int(stated.group(1).replace(",", "")) == worst

@@ -299,6 +299,7 @@ EXPECTED_EXECUTE = {
     "private.image_slot_free(text)": {"authenticated"},
     "private.uuidv7()": {"service_role"},  # the ledger id default, evaluated by whoever inserts a charge
     "private.stamp_published_at()": set(),  # a trigger: a post made public gets its publication time
+    "private.refuse_public_uncharged_post()": set(),  # a trigger: a post of a run never charged stays private
     "refund_payment(uuid,text)": {"service_role"},
     "report_user_summary(integer,timestamp with time zone,text)": {"service_role"},
     "report_top_users(integer)": {"service_role"},

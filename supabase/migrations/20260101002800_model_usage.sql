@@ -1,13 +1,16 @@
 -- An honest run record: what each model call cost, who answered, and whether the run fell back.
 --
 --   executions.model_calls   one entry per model call: {stage, task, provider, model, input_tokens,
---                            output_tokens, fallback, fallback_errors?} (at most 64, each field bounded)
---   executions.input_tokens, output_tokens   their sums (tokens_used stays their total)
+--                            output_tokens, fallback, fallback_errors?, failed?, error?, usage_reported?}
+--                            (at most 64, each field bounded). A failed call (failed = true: a length cut,
+--                            invalid JSON, a connection error) spent what it reports but gave no answer.
+--   executions.input_tokens, output_tokens   their sums, failed calls included (tokens_used stays their total)
 --   executions.cost_usd      what the calls cost by the operator's price table (null: no table, or a model
 --                            the table does not price)
 --   executions.generation    'model' (a model answered), 'offline' (the offline templates were configured,
 --                            no model was tried) or 'fallback' (a model was tried, failed, and the offline
---                            templates answered instead); derived here from the calls, null while running
+--                            templates answered instead); derived here from the answered (not failed) calls,
+--                            null while running
 --   executions.review_score  the last review's 0-100 score (null: no review step)
 --   executions.charged       true once the run's credit is captured
 --
@@ -37,7 +40,7 @@ as $$
            -- only the documented keys
            or exists (select 1 from pg_catalog.jsonb_object_keys(c.call) as k(key)
                        where k.key not in ('stage', 'task', 'provider', 'model', 'input_tokens', 'output_tokens',
-                                           'fallback', 'fallback_errors'))
+                                           'fallback', 'fallback_errors', 'failed', 'error', 'usage_reported'))
            or pg_catalog.jsonb_typeof(c.call -> 'stage') is distinct from 'string'
            or pg_catalog.char_length(c.call ->> 'stage') not between 1 and 32
            or (c.call ->> 'task') is null
@@ -59,6 +62,13 @@ as $$
                    select 1 from pg_catalog.jsonb_array_elements(c.call -> 'fallback_errors') as f(error)
                     where pg_catalog.jsonb_typeof(f.error) <> 'string'
                        or pg_catalog.char_length(f.error #>> '{}') > 500)))
+           -- a failed call (it may have spent tokens, but gave no answer), its error, whether usage was reported
+           or (c.call ? 'failed' and pg_catalog.jsonb_typeof(c.call -> 'failed') <> 'boolean')
+           or (c.call ? 'usage_reported' and pg_catalog.jsonb_typeof(c.call -> 'usage_reported') <> 'boolean')
+           or (c.call ? 'error' and pg_catalog.jsonb_typeof(c.call -> 'error') not in ('string', 'null'))
+           or pg_catalog.char_length(c.call ->> 'error') > 500
+           -- a failed call never answered, so it never fell back
+           or (coalesce((c.call -> 'failed') = 'true'::jsonb, false) and (c.call ->> 'fallback')::boolean)
            -- a call that fell back was answered by the offline templates, after at least one error
            or ((c.call ->> 'fallback')::boolean
                and ((c.call ->> 'provider') <> 'offline'
@@ -67,7 +77,8 @@ $$;
 
 comment on function private.model_calls_valid(jsonb) is
   'True when p_calls is a JSON array of at most 64 model calls, each {stage, task, provider, model, input_tokens, '
-  'output_tokens, fallback, fallback_errors?} with bounded strings and whole non-negative token counts.';
+  'output_tokens, fallback, fallback_errors?, failed?, error?, usage_reported?} with bounded strings and whole '
+  'non-negative token counts; a failed call never fell back.';
 revoke all on function private.model_calls_valid(jsonb) from public, anon, authenticated;
 grant execute on function private.model_calls_valid(jsonb) to authenticated, service_role;
 
@@ -94,7 +105,8 @@ comment on column public.executions.output_tokens is 'Output (completion) tokens
 comment on column public.executions.cost_usd is
   'What the model calls cost by the operator''s price table; null without a table or for a model it does not price.';
 comment on column public.executions.model_calls is
-  'One entry per model call: {stage, task, provider, model, input_tokens, output_tokens, fallback, fallback_errors?}.';
+  'One entry per model call: {stage, task, provider, model, input_tokens, output_tokens, fallback, fallback_errors?, '
+  'failed?, error?, usage_reported?}; failed calls count in the sums, not in the generation.';
 comment on column public.executions.generation is
   'model | offline (configured offline, no model tried) | fallback (a model failed; the offline templates answered); '
   'null while the run is queued or running.';
@@ -245,7 +257,8 @@ begin
   if not private.model_calls_valid(v_calls) then
     raise exception using errcode = '22023',
       message = 'model_calls must be an array of at most 64 calls, each {stage, task, provider, model, input_tokens, '
-                'output_tokens, fallback, fallback_errors?} with bounded strings and whole token counts';
+                'output_tokens, fallback, fallback_errors?, failed?, error?, usage_reported?} with bounded strings '
+                'and whole token counts';
   end if;
   if p_cost_usd is not null and (p_cost_usd < 0 or p_cost_usd >= 1000000) then
     raise exception using errcode = '22023', message = 'cost_usd must be from 0 to 999999.999999';
@@ -273,10 +286,18 @@ begin
       message = pg_catalog.format('the run was asked for %s, not %s', v_execution.requested_format, p_format_chosen);
   end if;
 
-  -- The record is derived from the calls: the sums, and how the run was generated.
+  -- The record is derived from the calls: the sums (failed calls spent tokens too), and how the run was
+  -- generated, from the calls that answered (a failed call is no answer; with none answered, a model tried
+  -- and failed makes 'model').
   if pg_catalog.jsonb_array_length(v_calls) > 0 then
     select coalesce(sum((c.call ->> 'input_tokens')::bigint), 0), coalesce(sum((c.call ->> 'output_tokens')::bigint), 0),
-           case when bool_or((c.call ->> 'fallback')::boolean) then 'fallback'
+           case when coalesce(bool_or((c.call ->> 'fallback')::boolean)
+                                filter (where not coalesce((c.call -> 'failed') = 'true'::jsonb, false)), false)
+                  then 'fallback'
+                when coalesce(bool_or((c.call ->> 'provider') <> 'offline')
+                                filter (where not coalesce((c.call -> 'failed') = 'true'::jsonb, false)), false)
+                  then 'model'
+                when bool_or(not coalesce((c.call -> 'failed') = 'true'::jsonb, false)) then 'offline'
                 when bool_or((c.call ->> 'provider') <> 'offline') then 'model'
                 else 'offline' end
       into v_input, v_output_tokens, v_generation

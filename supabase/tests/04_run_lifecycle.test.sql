@@ -7,7 +7,7 @@ create extension if not exists pgtap with schema extensions;
 -- while these tests act as authenticated or service_role (rolled back with everything else).
 grant execute on all functions in schema extensions to public;
 set local search_path = extensions, public;
-select plan(77);
+select plan(82);
 
 -- Who may call what -----------------------------------------------------------------------------------
 select function_privs_are('public', 'start_expansion', array['uuid', 'uuid', 'text', 'uuid', 'boolean', 'boolean'],
@@ -389,6 +389,36 @@ select throws_ok(
   '55000', null, 'a receipt is refunded once'
 );
 reset role;
+
+-- model calls: a failed call is recorded with its error and whether usage was reported (bounded) --------------
+select ok(
+  private.model_calls_valid('[{"stage": "judge", "task": "judge", "provider": "openai", "model": "m",
+    "input_tokens": 700, "output_tokens": 4096, "fallback": false, "failed": true, "error": "cut at the cap",
+    "usage_reported": true}, {"stage": "judge", "task": "judge", "provider": "openai", "model": "m",
+    "input_tokens": 0, "output_tokens": 0, "fallback": false, "usage_reported": false}]'::jsonb),
+  'a failed call (its error, its tokens) and a call without usage are recorded'
+);
+select ok(
+  not private.model_calls_valid('[{"stage": "judge", "task": "judge", "provider": "offline", "model": "m",
+    "input_tokens": 0, "output_tokens": 0, "fallback": true, "fallback_errors": ["x"], "failed": true}]'::jsonb),
+  'a failed call never fell back'
+);
+select ok(
+  not private.model_calls_valid(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    'stage', 'judge', 'task', 'judge', 'provider', 'openai', 'model', 'm', 'input_tokens', 1, 'output_tokens', 1,
+    'fallback', false, 'failed', true, 'error', pg_catalog.repeat('e', 501)))),
+  'an error is at most 500 characters'
+);
+select ok(
+  not private.model_calls_valid('[{"stage": "judge", "task": "judge", "provider": "openai", "model": "m",
+    "input_tokens": 1, "output_tokens": 1, "fallback": false, "usage_reported": "no"}]'::jsonb),
+  'usage_reported is a boolean'
+);
+select ok(
+  not private.model_calls_valid('[{"stage": "judge", "task": "judge", "provider": "openai", "model": "m",
+    "input_tokens": 1, "output_tokens": 1, "fallback": false, "failed": "yes"}]'::jsonb),
+  'failed is a boolean'
+);
 
 select * from finish();
 rollback;

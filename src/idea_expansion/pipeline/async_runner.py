@@ -13,17 +13,18 @@ import threading
 import uuid
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, get_args
 
 from .._exceptions import ConfigurationError, IdeaExpansionError, InvalidRequestError
 from ..types import Execution, OutputFormat
 from ..types.expansions import ExpansionResult, ExpansionStatus
 from ..types.ids import IdLike
-from .runner import Pipeline, ProgressCallback
+from .runner import ImageMode, ImageRenderer, Pipeline, ProgressCallback
 
 if TYPE_CHECKING:
     from .._async_client import AsyncIdeaExpansion
     from .._settings import Settings
+    from .pricing import PriceTable
     from .providers import Provider as ModelProvider
 
 __all__ = ["AsyncPipeline"]
@@ -46,11 +47,18 @@ class AsyncPipeline:
         provider: ModelProvider | None = None,
         settings: Settings | None = None,
         stale_after: timedelta | None = None,
+        image_mode: ImageMode | None = None,
+        image_renderer: ImageRenderer | None = None,
+        prices: PriceTable | None = None,
+        review_threshold: int | None = None,
     ) -> None:
         """Args:
         provider: The model provider of the runs; by default the one the settings name (as
             `Pipeline.from_settings`), else the offline templates.
-        settings: Where the providers are read from (default: the client's).
+        settings: Where the providers, image mode, prices and review threshold are read from (default:
+            the client's).
+        image_mode, image_renderer, prices, review_threshold: As `Pipeline`'s; each given replaces what
+            the settings say.
         """
         from .._async_client import AsyncIdeaExpansion
         from .._settings import Settings
@@ -62,8 +70,26 @@ class AsyncPipeline:
             raise ConfigurationError(f"settings must be a Settings, not {type(settings).__name__}")
         if client.scope.role != "service_role":
             raise IdeaExpansionError("the pipeline runs on the service client, not a user or anonymous view")
+        if image_mode is not None and image_mode not in get_args(ImageMode):
+            raise ConfigurationError(f"image_mode must be none, card or model, not {image_mode!r}")
+        if review_threshold is not None and (
+            not isinstance(review_threshold, int)
+            or isinstance(review_threshold, bool)
+            or not 0 <= review_threshold <= 100
+        ):
+            raise InvalidRequestError(f"review_threshold must be from 0 to 100, not {review_threshold!r}")
         self._client = client
         self._arguments: dict[str, Any] = {"provider": provider, "settings": settings, "stale_after": stale_after}
+        self._options: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("image_mode", image_mode),
+                ("image_renderer", image_renderer),
+                ("prices", prices),
+                ("review_threshold", review_threshold),
+            )
+            if value is not None
+        }
         self._pipeline: Pipeline | None = None
         self._lock = threading.Lock()
 
@@ -71,7 +97,27 @@ class AsyncPipeline:
         """The sync pipeline that runs whole expansions (built on first use, on the client's sync twin)."""
         with self._lock:
             if self._pipeline is None:
-                self._pipeline = Pipeline.from_settings(self._client.sync_context(), **self._arguments)
+                pipeline = Pipeline.from_settings(self._client.sync_context(), **self._arguments)
+                if self._options:  # the options given replace the settings'
+                    chosen: dict[str, Any] = {
+                        "image_mode": pipeline.image_mode,
+                        "image_renderer": pipeline._render_image,
+                        "prices": pipeline.prices,
+                        "review_threshold": pipeline.review_threshold,
+                    }
+                    if "image_mode" in self._options and "image_renderer" not in self._options:
+                        chosen["image_renderer"] = None
+                    if "image_renderer" in self._options and "image_mode" not in self._options:
+                        chosen["image_mode"] = "model"
+                    chosen.update(self._options)
+                    pipeline.close()
+                    pipeline = Pipeline(
+                        pipeline._client,
+                        provider=pipeline.provider,
+                        stale_after=pipeline.stale_after,
+                        **chosen,
+                    )
+                self._pipeline = pipeline
             return self._pipeline
 
     async def expand(
@@ -113,8 +159,9 @@ class AsyncPipeline:
         """Queue an expansion for the workers (`Pipeline.enqueue`): its credit is held and its idea fixed now.
         An image run where images cannot be made or stored is refused first (`ConfigurationError`)."""
         if format is not None:
+            # In a thread: it builds the pipeline, and asks the storage whether it works (blocking I/O).
             pipeline = await asyncio.to_thread(self._runs)
-            pipeline.check_format(format)
+            await asyncio.to_thread(pipeline.check_format, format)
         return await self._client.expansions.enqueue(
             user_id,
             idea_id=idea_id,

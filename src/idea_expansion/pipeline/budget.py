@@ -123,6 +123,15 @@ def worst_case_tokens_by_format() -> dict[OutputFormat, int]:
     }
 
 
-def worst_case_tokens_per_credit() -> int:
-    """The most tokens one credit (one run) can spend, whatever the idea and whatever the models answer."""
-    return max(worst_case_tokens_by_format().values())
+def worst_case_tokens_per_credit(model_providers: int = 1) -> int:
+    """The most tokens one credit (one run) can spend, whatever the idea and whatever the models answer.
+
+    Args:
+        model_providers: The model providers in the chain (IDEA_EXPANSION_PROVIDER's models, not the
+            offline templates). Every call may be tried on each in turn, each failing after spending up
+            to the call's ceiling (an answer cut at the output cap, invalid JSON), so the figure is the
+            one-provider figure times this. An SDK retry after a timeout may be billed again on top of it.
+    """
+    if isinstance(model_providers, bool) or not isinstance(model_providers, int) or model_providers < 1:
+        raise ValueError(f"model_providers must be a whole number of at least 1, not {model_providers!r}")
+    return model_providers * max(worst_case_tokens_by_format().values())

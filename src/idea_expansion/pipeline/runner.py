@@ -18,20 +18,22 @@ repositories are planned, drafted, reviewed against a rubric and revised at most
 scores below `review_threshold` (see `prompts` and, for the most a run can spend, `budget`).
 
 So an offline run costs two lifecycle calls (start or claim, and finish). Longer runs send a heartbeat
-(`record_stage`) at a stage boundary once a minute has passed since the last sign of life, so the reaper
+(`record_stage`) at a stage boundary, and before each model call and image render, once a minute has
+passed since the last sign of life, so the reaper
 never takes a live run; a watcher polling `expansions.status()` sees queued, then running, the stage of
 the last heartbeat, then done. `on_progress` reports every stage in process.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -101,7 +103,7 @@ from .prompts import (
 )
 from .providers import Completion, IdeaBrief, OfflineProvider, ProviderError, Task
 from .providers import Provider as ModelProvider
-from .providers.base import RenderedImage
+from .providers.base import FailedCall, RenderedImage
 
 if TYPE_CHECKING:
     from .._client import IdeaExpansion
@@ -128,7 +130,8 @@ ProgressCallback = Callable[[Stage, uuid.UUID], None]
 _MOST_WORKERS = 1024
 """The most worker processes, and the most claim loops per process, one `run_worker` starts."""
 HEARTBEAT_EVERY = timedelta(minutes=1)
-"""A running run reports its stage (its heartbeat) at a stage boundary once this long has passed."""
+"""A running run reports its stage (its heartbeat) at a stage boundary, or before a model call or image
+render, once this long has passed."""
 ImageRenderer = Callable[[ImageDraft], RenderedImage]
 """Makes a PNG for a draft with an image model (`image_mode="model"`): the picture and who made it."""
 ImageMode = Literal["none", "card", "model"]
@@ -170,20 +173,41 @@ class _Run:
     def fell_back(self) -> bool:
         return any(call.fallback for call in self.calls)
 
-    def add(self, completion: Completion[Any], stage: Stage, task: Task) -> None:
-        fallback = completion.fell_back_to_offline
+    def add(self, completion: Completion[Any], stage: Stage, task: Task, asked: str) -> None:
+        """The calls that failed before the answer, then the answer (by `asked`, the provider called, when
+        the completion does not name who answered)."""
+        self.add_failed(completion.failed_calls, stage, task)
+        errors = [error[:500] for error in completion.fallback_errors[:8]]
         self.calls.append(
             ModelCall(
                 stage=stage.value,
                 task=task,
-                provider=(completion.provider or "unknown")[:64],
+                provider=(completion.provider or asked or "unknown")[:64],
                 model=(completion.model or "unknown")[:200],
                 input_tokens=completion.input_tokens,
                 output_tokens=completion.output_tokens,
-                fallback=fallback,
-                fallback_errors=[error[:500] for error in completion.fallback_errors[:8]] if fallback else None,
+                fallback=completion.fell_back_to_offline,
+                # Kept whoever answered: a model answering after another failed is recorded with why.
+                fallback_errors=errors or None,
+                usage_reported=completion.usage_reported,
             )
         )
+
+    def add_failed(self, failed: Sequence[FailedCall], stage: Stage, task: Task) -> None:
+        for call in failed:
+            self.calls.append(
+                ModelCall(
+                    stage=stage.value,
+                    task=task,
+                    provider=(call.provider or "unknown")[:64],
+                    model=(call.model or "unknown")[:200],
+                    input_tokens=max(0, call.input_tokens),
+                    output_tokens=max(0, call.output_tokens),
+                    failed=True,
+                    error=(call.error or "failed")[:500],
+                    usage_reported=call.usage_reported,
+                )
+            )
 
     def add_image(self, image: RenderedImage) -> None:
         self.calls.append(
@@ -602,12 +626,15 @@ class Pipeline:
         return self.deliver(output.id)
 
     def deliver(self, output_id: IdLike) -> Output:
-        """Retry, without another charge, what failed after a run's capture: store its images again
-        (re-rendered from the stored drafts) and publish a repository that is not published yet.
+        """Retry, without another charge, what failed after a run's capture: store its lost images again
+        (re-rendered from the stored drafts by the renderer recorded for them: the title card for a card,
+        the image model only for a model's picture) and publish a repository that is not published yet.
 
         Raises:
             ConflictError: the run was never charged (it fell back to the offline templates): nothing of
                 it is delivered.
+            ConfigurationError: a model's picture is lost and this pipeline has no image model.
+            ProviderError: the redrawn picture is not the size recorded (nothing is stored).
         """
         output = self._client.outputs.get(output_id)
         content = output.content
@@ -626,13 +653,30 @@ class Pipeline:
             if recorded is None or recorded.output is None:
                 raise PublishError(f"published at {published.url}, but recording it failed; see the log")
             return recorded.output
+        rendered = [call for call in execution.model_calls if call.stage == Stage.IMAGE.value and not call.failed]
+        by_model = bool(rendered) and rendered[-1].model != TITLE_CARD_MODEL
         for stored, draft in _images_of(content):
-            try:
-                self._client.storage.download(stored.storage_path)
-            except NotFoundError:
-                data = self._draw(draft).data
-                self._client.storage.upload(stored.storage_path, data, content_type=stored.mime_type, upsert=True)
+            if not self._stored(stored.storage_path):
+                self._redraw(stored, draft, by_model=by_model)
         return output
+
+    def _stored(self, path: str) -> bool:
+        try:
+            self._client.storage.download(path)
+        except NotFoundError:
+            return False
+        return True
+
+    def _redraw(self, stored: StoredImage, draft: ImageDraft, *, by_model: bool) -> None:
+        """Store a lost picture again, drawn by the renderer recorded for it (the title card for a card, the
+        image model only for a model's picture), at the size recorded."""
+        image = self._draw(draft, model=by_model)
+        if (image.width, image.height) != (stored.width, stored.height):
+            raise ProviderError(
+                f"the redrawn {stored.storage_path} is {image.width}x{image.height}, not the "
+                f"{stored.width}x{stored.height} recorded; nothing was stored"
+            )
+        self._client.storage.upload(stored.storage_path, image.data, content_type=stored.mime_type, upsert=True)
 
     # -- a run ------------------------------------------------------------------------------------------
     def _claim(self, worker: str) -> ExpansionStarted | None:
@@ -703,11 +747,18 @@ class Pipeline:
 
     def _enter(self, run: _Run, stage: Stage, on_progress: ProgressCallback | None) -> None:
         # start/claim put the run in `select` with a fresh heartbeat; later stages only beat when due.
-        if stage != Stage.SELECT and time.monotonic() - run.last_beat >= self.heartbeat_every.total_seconds():
-            self._client.expansions.record_stage(run.execution.id, stage)
-            run.last_beat = time.monotonic()
+        if stage != Stage.SELECT:
+            self._beat(run, stage)
         if on_progress is not None:
             on_progress(stage, run.execution.id)
+
+    def _beat(self, run: _Run, stage: Stage) -> None:
+        """The heartbeat (`record_stage`), once `heartbeat_every` has passed since the last: at each stage
+        boundary and before every model call and image render, so no run of many slow calls in one stage
+        (plan, draft, review, revision, review) goes quiet long enough for the reaper to take it."""
+        if time.monotonic() - run.last_beat >= self.heartbeat_every.total_seconds():
+            self._client.expansions.record_stage(run.execution.id, stage)
+            run.last_beat = time.monotonic()
 
     def _choose_format(self, run: _Run) -> OutputFormat:
         forced = run.execution.requested_format
@@ -762,7 +813,9 @@ class Pipeline:
 
     def _generated_by(self, run: _Run) -> str:
         """Who wrote the content: the providers that answered the run's calls (not the chain's name)."""
-        answered = [call for call in run.calls if call.task != "image" or call.stage != Stage.IMAGE.value]
+        answered = [
+            call for call in run.calls if not call.failed and (call.task != "image" or call.stage != Stage.IMAGE.value)
+        ]
         names = list(
             dict.fromkeys(f"{c.provider}:{c.model}" if c.provider != "offline" else "offline" for c in answered)
         )
@@ -794,11 +847,23 @@ class Pipeline:
         return content.model_copy(update={"cover_image": stored})  # type: ignore[no-any-return]
 
     def _rendered(self, run: _Run, draft: ImageDraft, name: str) -> StoredImage:
+        path = f"{run.execution.user_id}/{run.execution.id}/{name}"
+        self._beat(run, Stage.IMAGE)
+        if run.fell_back:
+            # A fallback run is never charged: no paid image model, and nothing uploaded to the public bucket.
+            # Its title card is kept in the output itself (a data: URL), so its URL never points to nothing.
+            card = _title_card(draft)
+            run.add_image(card)
+            return StoredImage(
+                storage_path=path,
+                url="data:image/png;base64," + base64.b64encode(card.data).decode("ascii"),
+                width=card.width,
+                height=card.height,
+                mime_type="image/png",
+            )
         image = self._draw(draft)
         run.add_image(image)
-        path = f"{run.execution.user_id}/{run.execution.id}/{name}"
-        if not run.fell_back:  # a fallback run uploads nothing to the public bucket
-            run.uploads.append((path, image.data))
+        run.uploads.append((path, image.data))
         return StoredImage(
             storage_path=path,
             url=self._client.storage.public_url(path),
@@ -807,10 +872,17 @@ class Pipeline:
             mime_type="image/png",
         )
 
-    def _draw(self, draft: ImageDraft) -> RenderedImage:
-        """A picture for a draft: the image model's in mode "model", else the offline title card."""
-        if self._render_image is None:
+    def _draw(self, draft: ImageDraft, *, model: bool | None = None) -> RenderedImage:
+        """A picture for a draft: the image model's in mode "model", else the offline title card (`model`
+        forces one or the other: `deliver` redraws with the renderer that made the picture)."""
+        use_model = self._render_image is not None if model is None else model
+        if not use_model:
             return _title_card(draft)
+        if self._render_image is None:
+            raise ConfigurationError(
+                "this picture was made by an image model, and this pipeline has none (image_mode 'model' "
+                "with an image_renderer redraws it)"
+            )
         clipped = draft.model_copy(update={"prompt": draft.prompt[:IMAGE_PROMPT_CHARS]})
         image = self._render_image(clipped)
         if not isinstance(image, RenderedImage):
@@ -842,8 +914,8 @@ class Pipeline:
         partial = bool(run.soft_errors)
         return ExpansionOutcome(
             status="partial" if partial else "completed",
-            tokens_used=run.tokens,
-            model_calls=run.calls,
+            tokens_used=sum(call.tokens for call in run.calls[:64]),
+            model_calls=run.calls[:64],
             cost_usd=self._cost(run.calls),
             review_score=run.review_score,
             evaluation=run.evaluation,
@@ -860,7 +932,7 @@ class Pipeline:
             status="failed",
             tokens_used=sum(call.tokens for call in calls),
             model_calls=calls,
-            cost_usd=self._cost(calls),
+            cost_usd=self._cost(run.calls if run else []),
             evaluation=run.evaluation if run else None,
             format_chosen=run.format_chosen if run else None,
             format_reasoning=run.format_reasoning if run else None,
@@ -940,21 +1012,29 @@ class Pipeline:
     # -- helpers ----------------------------------------------------------------------------------------
     def _ask(self, task: Task, schema: type[T], run: _Run, stage: Stage, instructions: str | None = None) -> T:
         text = INSTRUCTIONS[task] if instructions is None else instructions
-        completion = self.provider.generate(task, schema, idea=_brief(run.idea), instructions=text)
+        self._beat(run, stage)
+        try:
+            completion = self.provider.generate(task, schema, idea=_brief(run.idea), instructions=text)
+        except ProviderError as exc:  # what the failed calls spent is recorded, on the failed run too
+            run.add_failed(exc.failed_calls, stage, task)
+            raise
         if not isinstance(completion.value, schema):
             raise ProviderError(f"{self.provider.name} answered {task} with {type(completion.value).__name__}")
-        run.add(completion, stage, task)
+        run.add(completion, stage, task, self.provider.name)
         return completion.value
 
     def _cost(self, calls: list[ModelCall]) -> Decimal | None:
-        """What the calls cost by the price table: None without one, or when a model call is unpriced
-        (the offline templates and the title card cost nothing)."""
+        """What the calls cost by the price table, failed calls included: None without one, when a model
+        call is unpriced, or when a model call's usage was not reported (its tokens are unknown). The
+        offline templates and the title card cost nothing."""
         if self.prices is None:
             return None
         total = Decimal(0)
         for call in calls:
             if call.provider == "offline":
                 continue
+            if not call.usage_reported:
+                return None
             cost = self.prices.cost(call.model, call.input_tokens, call.output_tokens)
             if cost is None:
                 return None

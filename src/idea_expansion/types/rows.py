@@ -148,7 +148,15 @@ class ModelCall(BaseModel):
     fallback: bool = False
     """True when the offline templates answered after the configured providers failed."""
     fallback_errors: list[Annotated[str, StringConstraints(max_length=500)]] | None = Field(default=None, max_length=8)
-    """Why the providers tried first failed ("<provider>: <error>"), for a call that fell back."""
+    """Why the providers tried first failed ("<provider>: <error>"): kept on any call they preceded (one a
+    later model answered too), not only one that fell back."""
+    failed: bool = False
+    """True for a call that gave no answer (a length cut, invalid JSON, a connection error): it counts in the
+    sums and the cost (it may have spent tokens), never as an answer."""
+    error: str | None = Field(default=None, max_length=500)
+    """Why a failed call failed."""
+    usage_reported: bool = True
+    """False when the server reported no usage: its token counts are then unknown (0), and so is the cost."""
 
     @property
     def tokens(self) -> int:
