@@ -225,6 +225,12 @@ def test_a_fallback_run_is_shown_as_such_and_never_published(cli_db: str, monkey
     assert refused.exit_code == 1
     assert "was not charged" in refused.output
     assert query(cli_db, "select is_public from public.blog_posts where output_id = %s", output_id) == [(False,)]
+    # An image run that fell back keeps its title card inside the output (never uploaded): shown as such,
+    # not as tens of kilobytes of base64.
+    add_idea(cli_db, email, "A poster that falls back")
+    image = ok("expand", "-u", email, "-f", "image", "-p", "openai,offline", "--db-url", cli_db)
+    assert "kept in the output, not uploaded (the run was not charged)" in image
+    assert "base64" not in image
 
 
 # -- outputs publish, enqueue, worker --provider ------------------------------------------------------------

@@ -109,10 +109,15 @@ def test_the_server_down_makes_a_fallback_run_that_is_not_charged(client: IdeaEx
             result = pipeline.expand(user, idea_id=idea, format="twitter_thread")
     execution = client.executions.get(result.execution.id)
     assert (execution.status, execution.generation, execution.charged) == (ExecutionStatus.PARTIAL, "fallback", False)
-    assert execution.error_step == "judge"
+    assert execution.error_step == "generate"  # the stage whose content the templates wrote
     assert "model is loading" in (execution.error_message or "")
     answered = [call for call in execution.model_calls if not call.failed]
-    assert all(call.fallback and call.provider == "offline" for call in answered)
+    assert all(call.provider == "offline" and call.fallback_errors for call in answered if call.stage != "image")
+    # Only the draft is a fallback: the judge answered offline is recorded with why, and changes nothing.
+    assert [(call.task, call.fallback) for call in answered if call.stage != "image"] == [
+        ("judge", False),
+        ("twitter_thread", True),
+    ]
     # Each refused request is recorded too: no answer, no usage reported, nothing spent.
     refused = [call for call in execution.model_calls if call.failed]
     assert [call.task for call in refused] == [call.task for call in answered if call.stage != "image"]

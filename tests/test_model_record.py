@@ -285,13 +285,15 @@ def test_a_fallback_run_is_partial_not_charged_and_not_delivered(client: IdeaExp
             assert execution.status == ExecutionStatus.PARTIAL
             assert execution.generation == "fallback"
             assert execution.charged is False
-            assert execution.error_step == "judge"  # the first stage that fell back
+            assert execution.error_step == "generate"  # the stage whose content the templates wrote
             message = execution.error_message or ""
             assert "Connection refused" in message
             assert "not charged" in message
-            judge = execution.model_calls[0]
-            assert (judge.provider, judge.fallback) == ("offline", True)
+            judge = execution.model_calls[0]  # answered offline too: recorded with why, but no fallback
+            assert (judge.task, judge.provider, judge.fallback) == ("judge", "offline", False)
             assert judge.fallback_errors == ["openai: OpenAI request failed: Connection refused"]
+            drafts = [c for c in execution.model_calls if c.fallback]
+            assert [(c.stage, c.task) for c in drafts] == [("generate", result.execution.format_chosen)]
             assert result.output is not None  # kept for its owner
             # nothing delivered, and nothing can be
             with pytest.raises(ConflictError, match="not charged"):
@@ -315,8 +317,8 @@ def test_the_database_refuses_to_complete_or_charge_a_fallback_run(client: IdeaE
     user = new_user(client)
     started = client.expansions.start(user, idea_id=new_idea(client, user), format="twitter_thread")
     fell_back = ModelCall(
-        stage="judge",
-        task="judge",
+        stage="generate",
+        task="twitter_thread",
         provider="offline",
         model="offline-templates",
         fallback=True,
@@ -366,6 +368,11 @@ def test_model_calls_are_bounded(client: IdeaExpansion, db: Db) -> None:
         [call | {"failed": True, "error": 5}],
         [call | {"usage_reported": "no"}],
         [call | {"provider": "offline", "fallback": True, "fallback_errors": ["x"], "failed": True}],  # never both
+        [call | {"provider": "offline", "fallback": True, "fallback_errors": ["x"]}],  # a judge is never a fallback
+        [
+            call
+            | {"stage": "generate", "task": "plan", "provider": "offline", "fallback": True, "fallback_errors": ["x"]}
+        ],
     ):
         with db.as_service() as conn, pytest.raises(psycopg.errors.InvalidParameterValue, match="model_calls"):
             conn.execute(

@@ -14,10 +14,13 @@
 --   executions.review_score  the last review's 0-100 score (null: no review step)
 --   executions.charged       true once the run's credit is captured
 --
--- The fallback rule, enforced by finish_expansion whoever calls it: a run in which any call fell back to the
--- offline templates is never charged as a model run. It ends 'partial' (completed is refused), its held
+-- The fallback rule, enforced by finish_expansion whoever calls it: a run whose content was written by the
+-- offline templates because the models failed (a call marked fallback: only a draft can be, see
+-- model_calls_valid) is never charged as a model run. It ends 'partial' (completed is refused), its held
 -- credit is RELEASED (charged = false), its output is kept for its owner, its blog post is private whatever
--- the run asked, and record_expansion_delivery refuses it (no publication, no delivery of a run never charged).
+-- the run asked, its idea stays pending (so the owner can expand it again with a model), and
+-- record_expansion_delivery refuses it (no publication, no delivery of a run never charged). A judge, format
+-- choice, plan or review answered offline after a model failed is recorded with its errors and changes nothing.
 -- A run configured offline (no model tried) is 'offline' and charged as before.
 --
 -- Users read these columns (their select grant on executions) and write none of them: executions are
@@ -69,10 +72,14 @@ as $$
            or pg_catalog.char_length(c.call ->> 'error') > 500
            -- a failed call never answered, so it never fell back
            or (coalesce((c.call -> 'failed') = 'true'::jsonb, false) and (c.call ->> 'fallback')::boolean)
-           -- a call that fell back was answered by the offline templates, after at least one error
+           -- a call that fell back was answered by the offline templates, after at least one error, and wrote
+           -- the run's content (a draft in the generate stage): an auxiliary call (judge, format choice, plan,
+           -- review) answered offline keeps its errors but is no fallback, so it cannot make a model-written run free
            or ((c.call ->> 'fallback')::boolean
                and ((c.call ->> 'provider') <> 'offline'
-                    or pg_catalog.jsonb_array_length(coalesce(c.call -> 'fallback_errors', '[]'::jsonb)) = 0)));
+                    or pg_catalog.jsonb_array_length(coalesce(c.call -> 'fallback_errors', '[]'::jsonb)) = 0
+                    or (c.call ->> 'stage') <> 'generate'
+                    or (c.call ->> 'task') not in ('blog_post', 'twitter_thread', 'github_repo', 'image'))));
 $$;
 
 comment on function private.model_calls_valid(jsonb) is
@@ -396,8 +403,9 @@ begin
     end loop;
   end if;
 
+  -- A fallback run was not charged for a model's work: its idea stays pending, to be expanded again.
   update public.ideas i set status = 'expanded'
-   where i.id = v_execution.selected_idea_id and i.status = 'pending';
+   where i.id = v_execution.selected_idea_id and i.status = 'pending' and v_generation <> 'fallback';
 
   return pg_catalog.jsonb_build_object(
     'execution', pg_catalog.to_jsonb(v_execution),
@@ -411,8 +419,9 @@ comment on function public.finish_expansion(uuid, text, integer, integer, text, 
   'Finishes a running execution in one transaction. completed/partial: the held credit is captured, the output '
   '(and a blog post, private unless the run asked otherwise) stored and the idea marked expanded. failed: the '
   'credit is released. The judge verdict is kept either way. The model calls are recorded with their sums and '
-  'the generation derived from them; a run that fell back to the offline templates must be partial, and its '
-  'credit is released (charged = false, its post private). Returns {execution, output, blog_post}.';
+  'the generation derived from them; a run whose content fell back to the offline templates must be partial, its '
+  'credit is released (charged = false, its post private) and its idea stays pending. Returns {execution, output, '
+  'blog_post}.';
 revoke all on function public.finish_expansion(uuid, text, integer, integer, text, text, text, jsonb, text, text,
                                                jsonb, numeric, integer)
   from public, anon, authenticated;

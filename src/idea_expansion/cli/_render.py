@@ -99,11 +99,19 @@ def show_output(output: Output, *, full: bool = False) -> None:
         console.print(
             Panel(
                 f"{safe(content.caption, multiline=True)}\n\nstored at: {safe(content.image.storage_path)}\n"
-                f"url: {safe(content.image.url)}\n"
+                f"url: {image_location(content.image.url)}\n"
                 f"{content.image.width}x{content.image.height} {safe(content.image.mime_type)}",
                 title="image",
             )
         )
+
+
+def image_location(url: str) -> str:
+    """Where an image is, for a person: its URL, or, for the title card of a run that was not charged (kept
+    inside the output as a data: URL, never uploaded), that and not tens of kilobytes of base64."""
+    if url.startswith("data:"):
+        return "kept in the output, not uploaded (the run was not charged)"
+    return safe(url)
 
 
 FALLBACK_NOTICE = "fallback to offline templates — not charged"

@@ -31,7 +31,7 @@ from ._common import (
     user_by_email,
     user_by_reference,
 )
-from ._render import show_output, show_record, stage_progress
+from ._render import image_location, show_output, show_record, stage_progress
 
 DbUrl = Annotated[str | None, typer.Option("--db-url", help=DB_URL_HELP)]
 UserOpt = Annotated[str, typer.Option("--user", "-u", help="The user's e-mail address.")]
@@ -268,7 +268,7 @@ def outputs_publish(
         elif post is not None:
             console.print(f"[green]public[/]: {safe(post.title)} (/{safe(post.slug)}), since {post.published_at}")
         elif isinstance(content, ImageContent):
-            console.print(f"[green]stored[/]: {safe(content.image.url)}")
+            console.print(f"[green]stored[/]: {image_location(content.image.url)}")
 
 
 def _modelless_pipeline(client: IdeaExpansion, *, redraw: bool = False) -> Pipeline:

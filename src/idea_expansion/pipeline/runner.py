@@ -175,18 +175,21 @@ class _Run:
 
     def add(self, completion: Completion[Any], stage: Stage, task: Task, asked: str) -> None:
         """The calls that failed before the answer, then the answer (by `asked`, the provider called, when
-        the completion does not name who answered)."""
+        the completion does not name who answered). Only a draft answered offline after a model failed is a
+        fallback (the run's content is the templates'): a judge, format choice, plan or review answered so
+        keeps its errors and changes nothing, or a model-written run would be free whenever an idea talks
+        the reviewer out of its schema."""
         self.add_failed(completion.failed_calls, stage, task)
-        errors = [error[:500] for error in completion.fallback_errors[:8]]
+        errors = [_storable(error, 500) for error in completion.fallback_errors[:8]]
         self.calls.append(
             ModelCall(
                 stage=stage.value,
                 task=task,
-                provider=(completion.provider or asked or "unknown")[:64],
-                model=(completion.model or "unknown")[:200],
-                input_tokens=completion.input_tokens,
-                output_tokens=completion.output_tokens,
-                fallback=completion.fell_back_to_offline,
+                provider=_storable(completion.provider or asked or "unknown", 64),
+                model=_storable(completion.model or "unknown", 200),
+                input_tokens=_bounded_tokens(completion.input_tokens),
+                output_tokens=_bounded_tokens(completion.output_tokens),
+                fallback=completion.fell_back_to_offline and stage == Stage.GENERATE and task in _CONTENT_TASKS,
                 # Kept whoever answered: a model answering after another failed is recorded with why.
                 fallback_errors=errors or None,
                 usage_reported=completion.usage_reported,
@@ -199,12 +202,12 @@ class _Run:
                 ModelCall(
                     stage=stage.value,
                     task=task,
-                    provider=(call.provider or "unknown")[:64],
-                    model=(call.model or "unknown")[:200],
-                    input_tokens=max(0, call.input_tokens),
-                    output_tokens=max(0, call.output_tokens),
+                    provider=_storable(call.provider or "unknown", 64),
+                    model=_storable(call.model or "unknown", 200),
+                    input_tokens=_bounded_tokens(call.input_tokens),
+                    output_tokens=_bounded_tokens(call.output_tokens),
                     failed=True,
-                    error=(call.error or "failed")[:500],
+                    error=_storable(call.error or "failed", 500),
                     usage_reported=call.usage_reported,
                 )
             )
@@ -214,10 +217,10 @@ class _Run:
             ModelCall(
                 stage=Stage.IMAGE.value,
                 task="image",
-                provider=(image.provider or "unknown")[:64],
-                model=(image.model or "unknown")[:200],
-                input_tokens=image.input_tokens,
-                output_tokens=image.output_tokens,
+                provider=_storable(image.provider or "unknown", 64),
+                model=_storable(image.model or "unknown", 200),
+                input_tokens=_bounded_tokens(image.input_tokens),
+                output_tokens=_bounded_tokens(image.output_tokens),
             )
         )
 
@@ -937,13 +940,24 @@ class Pipeline:
             format_chosen=run.format_chosen if run else None,
             format_reasoning=run.format_reasoning if run else None,
             error_step=stage,
-            error_message=message[:2000],
+            error_message=_storable(message, 2000),
         )
         try:
             self._client.expansions.finish(execution.id, outcome)
-        except IdeaExpansionError as exc:
+        except (APIConnectionError, ConflictError) as exc:
             # The database is unreachable or the run was reaped: the reaper (or nothing) is left to do.
             log.error("could not record failure of %s: %s", execution.id, exc)
+        except IdeaExpansionError as exc:
+            # The record itself was refused (what a server sent that the database cannot hold): end the run
+            # failed and released all the same, with the bare facts, rather than leave it running, its credit
+            # held, until the reaper.
+            log.error("the failure record of %s was refused (%s); recording it without its details", execution.id, exc)
+            refused = _storable(f"{message[:1000]} (its details were refused: {exc})", 2000)
+            bare = ExpansionOutcome(status="failed", error_step=stage, error_message=refused)
+            try:
+                self._client.expansions.finish(execution.id, bare)
+            except IdeaExpansionError as again:
+                log.error("could not record failure of %s: %s", execution.id, again)
 
     # -- after the capture ------------------------------------------------------------------------------
     def _deliver(self, run: _Run, finished: ExpansionResult, on_progress: ProgressCallback | None) -> ExpansionResult:
@@ -1089,6 +1103,23 @@ def _offline(call: ModelCall) -> bool:
 
 def _storage_available(client: IdeaExpansion) -> bool:
     return client.storage.available
+
+
+_CONTENT_TASKS = frozenset({"blog_post", "twitter_thread", "github_repo", "image"})
+"""The tasks whose answer is the run's content (in the generate stage): only they can fall back."""
+_MOST_TOKENS_PER_CALL = 10_000_000
+"""More than any model's window: a count past it (a broken or hostile server's) is recorded as this, so that
+the sums of a run's 64 calls always fit the database's integers."""
+
+
+def _storable(text: str, limit: int) -> str:
+    """`text` as the database can hold it: no NUL (text and jsonb refuse it; a server's model name or error
+    may carry one), at most `limit` characters."""
+    return text.replace("\x00", "\ufffd")[:limit]
+
+
+def _bounded_tokens(count: int) -> int:
+    return min(max(0, count), _MOST_TOKENS_PER_CALL)
 
 
 def _describe(exc: BaseException) -> str:

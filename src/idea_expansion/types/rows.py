@@ -146,7 +146,9 @@ class ModelCall(BaseModel):
     output_tokens: int = Field(default=0, ge=0, le=999_999_999)
     """Output tokens the provider reported."""
     fallback: bool = False
-    """True when the offline templates answered after the configured providers failed."""
+    """True when the offline templates wrote the run's content (a draft, in the generate stage) after the
+    configured providers failed: the run is then never charged. A judge, format choice, plan or review answered
+    offline is not a fallback; its `fallback_errors` say why the models failed."""
     fallback_errors: list[Annotated[str, StringConstraints(max_length=500)]] | None = Field(default=None, max_length=8)
     """Why the providers tried first failed ("<provider>: <error>"): kept on any call they preceded (one a
     later model answered too), not only one that fell back."""
