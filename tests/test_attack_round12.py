@@ -17,6 +17,7 @@ import pytest
 
 from idea_expansion import IdeaExpansion, PipelineError
 from idea_expansion.pipeline import FallbackProvider, OfflineProvider, OpenAIProvider, Pipeline
+from idea_expansion.pipeline.pricing import PriceTable
 
 from ._db import Db
 from ._model_server import ModelServer, Refuse
@@ -209,3 +210,43 @@ def test_the_idea_of_an_uncharged_fallback_run_can_be_expanded_again(client: Ide
         with Pipeline(client, provider=model, image_mode="none") as pipeline:
             again = pipeline.expand(user, idea_id=idea, format="blog_post")
     assert again.execution.charged is True
+
+
+def test_what_a_hostile_server_answers_never_leaves_a_run_running_with_its_credit_held(
+    client: IdeaExpansion, db: Db
+) -> None:
+    """A judge's reasoning with a NUL (which PostgreSQL text cannot hold) makes finish refuse the run's record,
+    and the failure record carries the same verdict: recording it bare (no verdict, no calls) ends the run
+    failed and released, rather than running with its credit held until the reaper. And counts a server
+    claims that price past what cost_usd holds leave the cost unknown rather than fail the run."""
+
+    def nul_judge(task: str, request: dict[str, Any]) -> dict[str, Any]:
+        if task == "judge":
+            return {"score": 81, "reasoning": "Looks fine\u0000 to me."}
+        return ANSWERS[task]
+
+    user = client.users.create(email=f"r12-{uuid.uuid4().hex[:8]}@example.test").id
+    idea = client.ideas.create(user_id=user, title="Explain regular expressions").id
+    with ModelServer(nul_judge, model=SERVED_MODEL, usage=USAGE) as server:
+        provider = OpenAIProvider(base_url=server.base_url, max_retries=0)
+        with Pipeline(client, provider=provider, image_mode="none") as pipeline, pytest.raises(PipelineError):
+            pipeline.expand(user, idea_id=idea, format="blog_post")
+    with db.admin() as conn:
+        row = conn.execute(
+            "select e.status, c.status, e.error_message from public.executions e join public.credit_charges c "
+            "on c.idempotency_key = e.id where e.user_id = %s",
+            (user,),
+        ).fetchone()
+    assert row is not None
+    assert row[:2] == ("failed", "released")
+    assert "details were refused" in row[2]
+
+    priced = PriceTable.from_mapping({SERVED_MODEL: {"input_per_million": "100000", "output_per_million": "100000"}})
+    huge = {"prompt_tokens": 9_999_999, "completion_tokens": 9_999_999}
+    idea = client.ideas.create(user_id=user, title="Explain regular expressions again").id
+    with ModelServer(lambda task, request: ANSWERS[task], model=SERVED_MODEL, usage=huge) as server:
+        provider = OpenAIProvider(base_url=server.base_url, max_retries=0)
+        with Pipeline(client, provider=provider, image_mode="none", prices=priced) as pipeline:
+            result = pipeline.expand(user, idea_id=idea, format="blog_post")
+    execution = client.executions.get(result.execution.id)
+    assert (execution.status, execution.charged, execution.cost_usd) == ("completed", True, None)

@@ -1053,6 +1053,9 @@ class Pipeline:
             if cost is None:
                 return None
             total += cost
+        if total >= _MOST_COST:  # counts a server claimed, priced: more than the record holds, so not known
+            log.warning("a run's cost came to %s, past what executions.cost_usd holds: recorded as unknown", total)
+            return None
         return total.quantize(Decimal("0.000001"))
 
 
@@ -1107,6 +1110,8 @@ def _storage_available(client: IdeaExpansion) -> bool:
 
 _CONTENT_TASKS = frozenset({"blog_post", "twitter_thread", "github_repo", "image"})
 """The tasks whose answer is the run's content (in the generate stage): only they can fall back."""
+_MOST_COST = Decimal("1000000")
+"""executions.cost_usd is numeric(12, 6): a cost of a million or more cannot be recorded."""
 _MOST_TOKENS_PER_CALL = 10_000_000
 """More than any model's window: a count past it (a broken or hostile server's) is recorded as this, so that
 the sums of a run's 64 calls always fit the database's integers."""
