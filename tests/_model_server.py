@@ -195,3 +195,27 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             """Quiet: the tests read `server.requests`."""
 
     return Handler
+
+
+# A blog run's answers, task by task, from a served model (the acceptance and attack tests share them).
+SERVED_MODEL = "llama3.1:8b-instruct-q4_K_M"
+BLOG_RUN_ANSWERS: dict[str, dict[str, Any]] = {
+    "judge": {"score": 81, "reasoning": "A clear problem with concrete points."},
+    "choose_format": {"format": "blog_post", "reasoning": "It explains."},
+    "plan": {
+        "approach": "A practical explainer for developers who fear regular expressions.",
+        "outline": ["Why patterns scare people: the problem", "Reading a pattern aloud: the method", "Try it"],
+    },
+    "blog_post": {
+        "title": "Read a regular expression aloud",
+        "sections": [
+            {"heading": "The problem", "paragraphs": ["Patterns look like line noise."]},
+            {"heading": "The method", "paragraphs": ["Read each token in plain words, left to right."]},
+            {"heading": "Try it", "paragraphs": ["Paste a pattern and read what it matches."]},
+        ],
+        "tags": ["regex", "tools"],
+        "meta_description": "Read any regular expression in plain words.",
+        "social_post": "Regular expressions, read aloud in plain words.",
+    },
+    "review": {"score": 84, "feedback": ["Add one worked example in The method."]},
+}

@@ -213,6 +213,8 @@ def test_a_fallback_run_is_shown_as_such_and_never_published(cli_db: str, monkey
     print(f"\nexpand of a fallback run printed:\n{shown}")
     assert "partial run" in shown
     assert "⚠ fallback to offline templates — not charged" in shown
+    assert "offline after model errors" in shown  # the judge, answered offline: recorded, not the fallback
+    assert "fallback: not charged" in shown  # the draft: the content is the templates'
     assert "credits left: 5 free, 0 paid" in shown
     [(output_id, is_public)] = query(
         cli_db,

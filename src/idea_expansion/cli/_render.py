@@ -156,16 +156,29 @@ def show_record(execution: Execution, *, prices: PriceTable | None) -> None:
         console.print(how)
     if calls:
         table = Table(title="model calls")
-        for column in ("stage", "task", "provider", "model", "in", "out", "fallback"):
+        for column in ("stage", "task", "provider", "model", "in", "out", "note"):
             table.add_column(column, overflow="fold")
         for call in calls:
             table.add_row(
                 *(literal(_field(call, name) or "-") for name in ("stage", "task", "provider", "model")),
                 str(_field(call, "input_tokens") or 0),
                 str(_field(call, "output_tokens") or 0),
-                "yes" if _field(call, "fallback") else "",
+                _call_note(call),
             )
         console.print(table)
+
+
+def _call_note(call: Any) -> str:
+    """What the calls table says of a call beyond its numbers: failed, the fallback that made the run
+    uncharged, or an auxiliary call (judge, choice, plan, review) the templates answered after the models
+    failed, which is recorded but charged as usual."""
+    if _field(call, "failed"):
+        return "failed"
+    if _field(call, "fallback"):
+        return "fallback: not charged"
+    if _field(call, "fallback_errors"):
+        return "offline after model errors" if _field(call, "provider") == "offline" else "after model errors"
+    return ""
 
 
 def _why_no_cost(calls: list[Any], prices: PriceTable | None) -> str:
