@@ -13,6 +13,7 @@ from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from idea_expansion import IdeaExpansion, PipelineError
@@ -193,38 +194,45 @@ def test_the_idea_of_an_uncharged_fallback_run_can_be_expanded_again(client: Ide
 
 
 def test_what_a_hostile_server_answers_never_leaves_a_run_running_with_its_credit_held(
-    client: IdeaExpansion, db: Db
+    own_client: IdeaExpansion, own_database: str
 ) -> None:
-    """A judge's reasoning with a NUL (which PostgreSQL text cannot hold) makes finish refuse the run's record,
-    and the failure record carries the same verdict: recording it bare (no verdict, no calls) ends the run
-    failed and released, rather than running with its credit held until the reaper. And counts a server
-    claims that price past what cost_usd holds leave the cost unknown rather than fail the run."""
+    """When the database refuses a failed run's record for what a server sent, the record is sent again bare
+    (no verdict, no calls, no reasoning) and the run ends failed and released, rather than running with its
+    credit held until the reaper. Whatever a server sends is made storable before it gets there (NUL, lone
+    surrogates, lengths, counts: the tests above), so the refusal is staged here with a rule of this test's
+    own database: no judge may score 81 (this server's judge does). And counts a server claims that price past what
+    cost_usd holds leave the cost unknown rather than fail the run."""
+    client = own_client
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        conn.execute("alter table public.executions add constraint poison check (judge_score is distinct from 81)")
 
-    def nul_judge(task: str, request: dict[str, Any]) -> dict[str, Any]:
-        if task == "judge":
-            return {"score": 81, "reasoning": "Looks fine\u0000 to me."}
+    def poisoned(task: str, request: dict[str, Any]) -> dict[str, Any]:
+        if task == "plan":
+            raise Refuse(400, "the model did not follow the response format")  # the run fails at generate
         return ANSWERS[task]
 
     user = client.users.create(email=f"r12-{uuid.uuid4().hex[:8]}@example.test").id
     idea = client.ideas.create(user_id=user, title="Explain regular expressions").id
-    with ModelServer(nul_judge, model=SERVED_MODEL, usage=USAGE) as server:
+    with ModelServer(poisoned, model=SERVED_MODEL, usage=USAGE) as server:
         provider = OpenAIProvider(base_url=server.base_url, max_retries=0)
         with Pipeline(client, provider=provider, image_mode="none") as pipeline, pytest.raises(PipelineError):
-            pipeline.expand(user, idea_id=idea, format="blog_post")
-    with db.admin() as conn:
+            pipeline.expand(user, idea_id=idea)
+    with psycopg.connect(own_database) as conn:
         row = conn.execute(
-            "select e.status, c.status, e.error_message from public.executions e join public.credit_charges c "
-            "on c.idempotency_key = e.id where e.user_id = %s",
+            "select e.status, c.status, e.error_message, e.judge_score from public.executions e "
+            "join public.credit_charges c on c.idempotency_key = e.id where e.user_id = %s",
             (user,),
         ).fetchone()
     assert row is not None
     assert row[:2] == ("failed", "released")
     assert "details were refused" in row[2]
+    assert row[3] is None
 
     priced = PriceTable.from_mapping({SERVED_MODEL: {"input_per_million": "100000", "output_per_million": "100000"}})
     huge = {"prompt_tokens": 9_999_999, "completion_tokens": 9_999_999}
     idea = client.ideas.create(user_id=user, title="Explain regular expressions again").id
-    with ModelServer(lambda task, request: ANSWERS[task], model=SERVED_MODEL, usage=huge) as server:
+    scored_70 = {**ANSWERS, "judge": {**ANSWERS["judge"], "score": 70}}  # past this database's poison rule
+    with ModelServer(lambda task, request: scored_70[task], model=SERVED_MODEL, usage=huge) as server:
         provider = OpenAIProvider(base_url=server.base_url, max_retries=0)
         with Pipeline(client, provider=provider, image_mode="none", prices=priced) as pipeline:
             result = pipeline.expand(user, idea_id=idea, format="blog_post")

@@ -136,6 +136,14 @@ CHECK_CASES: dict[str, tuple[str, str]] = {
         "executions",
         "update public.executions set charged = true where id = %(execution)s",
     ),
+    "executions_judge_reasoning_length": (
+        "executions",
+        "update public.executions set judge_reasoning = repeat('r', 2001) where id = %(execution)s",
+    ),
+    "executions_format_reasoning_length": (
+        "executions",
+        "update public.executions set format_reasoning = repeat('r', 2001) where id = %(execution)s",
+    ),
     "executions_fallback_never_charged": (
         "executions",
         "insert into public.executions (user_id, status, completed_at, generation, charged) "

@@ -105,7 +105,11 @@ alter table public.executions
   add constraint executions_generation_once_finished check (generation is null or status not in ('queued', 'running')),
   add constraint executions_review_score_check check (review_score >= 0 and review_score <= 100),
   add constraint executions_charged_when_delivered check (not charged or status in ('completed', 'partial')),
-  add constraint executions_fallback_never_charged check (not (charged and generation = 'fallback'));
+  add constraint executions_fallback_never_charged check (not (charged and generation = 'fallback')),
+  -- What a model wrote is bounded like every other stored text (the pipeline keeps 1,000 characters): a server
+  -- that ignores its output cap cannot fill the record. NOT VALID: rows written before are left as they are.
+  add constraint executions_judge_reasoning_length check (char_length(judge_reasoning) <= 2000) not valid,
+  add constraint executions_format_reasoning_length check (char_length(format_reasoning) <= 2000) not valid;
 
 comment on column public.executions.input_tokens is 'Input (prompt) tokens summed over the run''s model calls.';
 comment on column public.executions.output_tokens is 'Output (completion) tokens summed over the run''s model calls.';
@@ -341,7 +345,21 @@ begin
       hint = 'Runs start with start_expansion, which holds their credit.';
   end if;
 
-  -- The judge's verdict is kept on failed runs too.
+  -- The judge's verdict is kept on failed runs too; but a run that is not charged keeps no text a model wrote
+  -- (its score stays, the idea's priority): otherwise an idea that makes every draft fail would buy the judge's
+  -- and the format choice's prose for nothing, run after run.
+  if not v_capture then
+    if exists (select 1 from pg_catalog.jsonb_array_elements(v_calls) as c(call)
+                where c.call ->> 'task' = 'judge' and c.call ->> 'provider' <> 'offline'
+                  and c.call -> 'failed' is distinct from 'true'::jsonb) then
+      p_judge_reasoning := 'Not kept: the run was not charged.';
+    end if;
+    if exists (select 1 from pg_catalog.jsonb_array_elements(v_calls) as c(call)
+                where c.call ->> 'task' = 'choose_format' and c.call ->> 'provider' <> 'offline'
+                  and c.call -> 'failed' is distinct from 'true'::jsonb) then
+      p_format_reasoning := 'Not kept: the run was not charged.';
+    end if;
+  end if;
   if p_judge_score is not null then
     perform public.record_expansion_evaluation(p_execution_id, p_judge_score, p_judge_reasoning);
   end if;

@@ -709,7 +709,7 @@ class Pipeline:
             stage = Stage.JUDGE
             self._enter(run, stage, on_progress)
             verdict = self._ask("judge", JudgeVerdict, run, stage)
-            run.evaluation = Evaluation(score=verdict.score, reasoning=verdict.reasoning)
+            run.evaluation = Evaluation(score=verdict.score, reasoning=_storable(verdict.reasoning, REASONING_CHARS))
 
             stage = Stage.CHOOSE_FORMAT
             self._enter(run, stage, on_progress)
@@ -773,10 +773,10 @@ class Pipeline:
         images = self.images_available
         instructions = INSTRUCTIONS["choose_format"] if images else CHOOSE_FORMAT_WITHOUT_IMAGES
         decision = self._ask("choose_format", FormatDecision, run, Stage.CHOOSE_FORMAT, instructions)
-        run.format_chosen, run.format_reasoning = decision.format, decision.reasoning
+        run.format_chosen, run.format_reasoning = decision.format, _storable(decision.reasoning, REASONING_CHARS)
         if decision.format == OutputFormat.IMAGE and not images:  # the chooser never picks what cannot be made
             run.format_chosen = OutputFormat.BLOG_POST
-            run.format_reasoning = f"{decision.reasoning} (Images are off here, so a blog post instead.)"
+            run.format_reasoning = f"{run.format_reasoning} (Images are off here, so a blog post instead.)"
         return run.format_chosen
 
     def _generate(self, run: _Run, chosen: OutputFormat) -> tuple[OutputContent | ImageDraft, BaseModel]:
@@ -926,31 +926,32 @@ class Pipeline:
             format_reasoning=run.format_reasoning,
             content=content,
             error_step=run.soft_errors[0][0] if partial else None,
-            error_message="; ".join(message for _, message in run.soft_errors)[:2000] if partial else None,
+            error_message=_storable("; ".join(message for _, message in run.soft_errors), 2000) if partial else None,
         )
 
     def _fail(self, execution: Execution, run: _Run | None, stage: Stage, message: str) -> None:
         calls = run.calls[:64] if run else []
-        outcome = ExpansionOutcome(
-            status="failed",
-            tokens_used=sum(call.tokens for call in calls),
-            model_calls=calls,
-            cost_usd=self._cost(run.calls if run else []),
-            evaluation=run.evaluation if run else None,
-            format_chosen=run.format_chosen if run else None,
-            format_reasoning=run.format_reasoning if run else None,
-            error_step=stage,
-            error_message=_storable(message, 2000),
-        )
         try:
+            outcome = ExpansionOutcome(
+                status="failed",
+                tokens_used=sum(call.tokens for call in calls),
+                model_calls=calls,
+                cost_usd=self._cost(run.calls if run else []),
+                evaluation=run.evaluation if run else None,
+                format_chosen=run.format_chosen if run else None,
+                format_reasoning=run.format_reasoning if run else None,
+                error_step=stage,
+                error_message=_storable(message, 2000),
+            )
             self._client.expansions.finish(execution.id, outcome)
         except (APIConnectionError, ConflictError) as exc:
             # The database is unreachable or the run was reaped: the reaper (or nothing) is left to do.
             log.error("could not record failure of %s: %s", execution.id, exc)
-        except IdeaExpansionError as exc:
-            # The record itself was refused (what a server sent that the database cannot hold): end the run
-            # failed and released all the same, with the bare facts, rather than leave it running, its credit
-            # held, until the reaper.
+        except (IdeaExpansionError, ValueError) as exc:
+            # The record itself was refused, by the database or by its model's checks (what a server sent
+            # that they cannot hold): end the run failed and released all the same, with the bare facts,
+            # rather than leave it running, its credit held, until the reaper. (pydantic's ValidationError is
+            # a ValueError.)
             log.error("the failure record of %s was refused (%s); recording it without its details", execution.id, exc)
             refused = _storable(f"{message[:1000]} (its details were refused: {exc})", 2000)
             bare = ExpansionOutcome(status="failed", error_step=stage, error_message=refused)
@@ -1117,13 +1118,23 @@ _MOST_TOKENS_PER_CALL = 10_000_000
 the sums of a run's 64 calls always fit the database's integers."""
 
 
-def _storable(text: str, limit: int) -> str:
-    """`text` as the database can hold it: no NUL (text and jsonb refuse it; a server's model name or error
-    may carry one), at most `limit` characters."""
-    return text.replace("\x00", "\ufffd")[:limit]
+REASONING_CHARS = 1_000
+"""The most of the judge's and the format choice's reasoning a run records (the database holds 2,000): two
+sentences are asked for, and a server that ignores its output cap must not fill the record."""
 
 
-def _bounded_tokens(count: int) -> int:
+def _storable(text: object, limit: int) -> str:
+    """`text` as the database can hold it: a string (a server may send a model name that is not one), no NUL
+    (text and jsonb refuse it) and no lone surrogate (UTF-8 cannot encode it), at most `limit` characters."""
+    value = text if isinstance(text, str) else str(text)
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")[:limit]
+
+
+def _bounded_tokens(count: object) -> int:
+    """A token count as the record holds it: a whole number from 0 to `_MOST_TOKENS_PER_CALL` (anything else a
+    server sent counts 0)."""
+    if not isinstance(count, int) or isinstance(count, bool):
+        return 0
     return min(max(0, count), _MOST_TOKENS_PER_CALL)
 
 
