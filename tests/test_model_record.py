@@ -47,7 +47,7 @@ from idea_expansion.types.expansions import ExpansionOutcome
 from idea_expansion.types.rows import ModelCall
 
 from ._db import Db
-from ._model_server import ModelServer, task_of
+from ._model_server import BLOG_RUN_ANSWERS, ModelServer, Refuse, task_of
 
 T = TypeVar("T", bound=BaseModel)
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -784,3 +784,24 @@ def test_deliver_redraws_a_lost_image_with_the_renderer_that_made_it(client: Ide
         pytest.raises(ConfigurationError, match="image model"),
     ):
         carded.deliver(by_model.output.id)  # never a title card in place of the model's picture
+
+
+def test_a_draft_the_templates_wrote_is_not_sent_to_a_model_for_review(client: IdeaExpansion) -> None:
+    """After the draft falls back to the offline templates, no revision can follow: a model's review of the
+    templates' draft would only spend tokens (it did, and its score was recorded on an uncharged run)."""
+
+    def answer(task: str, request: dict[str, Any]) -> dict[str, Any]:
+        if task == "blog_post":
+            raise Refuse(400, "the model did not follow the response format")
+        return BLOG_RUN_ANSWERS[task]
+
+    user = new_user(client)
+    with ModelServer(answer, model="served-model") as server:
+        provider = FallbackProvider([OpenAIProvider(base_url=server.base_url, max_retries=0), OfflineProvider()])
+        with Pipeline(client, provider=provider, image_mode="none") as pipeline:
+            result = pipeline.expand(user, idea_id=new_idea(client, user), format="blog_post")
+        asked = [task_of(request["body"]) for request in server.requests]
+    assert asked == ["judge", "plan", "blog_post"]
+    execution = client.executions.get(result.execution.id)
+    assert (execution.generation, execution.charged, execution.review_score) == ("fallback", False, None)
+    assert "review" not in [call.task for call in execution.model_calls]

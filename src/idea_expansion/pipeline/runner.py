@@ -802,6 +802,10 @@ class Pipeline:
         task: Task = chosen.value
         plan = self._ask("plan", PlanDraft, run, Stage.GENERATE, plan_instructions(chosen))
         draft = self._ask(task, schema, run, Stage.GENERATE, draft_instructions(chosen, plan))
+        if run.calls[-1].fallback:
+            # The templates wrote it after the models failed: a model's review of it (and its tokens) would
+            # buy nothing, since no revision follows an offline draft.
+            return draft
         drafted_by_model = not _offline(run.calls[-1])
         review, reviewed_by_model = self._review(run, chosen, draft)
         if reviewed_by_model and drafted_by_model and review.score < self.review_threshold:
