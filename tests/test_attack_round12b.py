@@ -8,6 +8,7 @@ Each test here fails on the round-12 code and passes once its defect is fixed.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -46,6 +47,23 @@ def _settled(db: Db, user: uuid.UUID) -> tuple[str, str]:
     return row  # type: ignore[no-any-return]
 
 
+def _owners_view_of_a_run(
+    client: IdeaExpansion, db: Db, answer: Callable[[str, dict[str, Any]], dict[str, Any]], columns: str
+) -> tuple[Any, ...]:
+    """A run of a new user's idea against a server answering with `answer` (the offline templates behind it),
+    and `columns` of its execution as its owner reads them."""
+    user, idea = _new_idea(client)
+    with (
+        ModelServer(answer, model=SERVED_MODEL, usage=USAGE) as server,
+        Pipeline(client, provider=_fallback_chain(server.base_url), image_mode="none") as pipeline,
+    ):
+        pipeline.expand(user, idea_id=idea)
+    with db.as_user(user) as conn:
+        row = conn.execute(f"select {columns} from public.executions").fetchone()
+    assert row is not None
+    return tuple(row)
+
+
 def _expand_or_none(pipeline: Pipeline, user: uuid.UUID, idea: uuid.UUID) -> ExpansionResult | None:
     try:
         return pipeline.expand(user, idea_id=idea, format="blog_post")
@@ -73,19 +91,9 @@ def test_an_uncharged_fallback_run_does_not_hand_its_owner_the_models_writing(cl
             raise Refuse(400, "the model did not follow the response format")
         return ANSWERS[task]
 
-    user, idea = _new_idea(client)
-    with (
-        ModelServer(answer, model=SERVED_MODEL, usage=USAGE) as server,
-        Pipeline(client, provider=_fallback_chain(server.base_url), image_mode="none") as pipeline,
-    ):
-        pipeline.expand(user, idea_id=idea)
-    with db.as_user(user) as conn:
-        row = conn.execute(
-            "select charged, generation, coalesce(judge_reasoning, ''), coalesce(format_reasoning, '') "
-            "from public.executions"
-        ).fetchone()
-    assert row is not None
-    charged, generation, judge_reasoning, format_reasoning = row
+    charged, generation, judge_reasoning, format_reasoning = _owners_view_of_a_run(
+        client, db, answer, "charged, generation, coalesce(judge_reasoning, ''), coalesce(format_reasoning, '')"
+    )
     assert generation == "fallback"
     assert charged is False
     assert "MODEL-WRITTEN" not in judge_reasoning + format_reasoning, (judge_reasoning, format_reasoning)
@@ -152,18 +160,9 @@ def test_the_judges_and_choosers_reasoning_are_stored_bounded(client: IdeaExpans
             return {**ANSWERS[task], "reasoning": "r" * 300_000}
         return ANSWERS[task]
 
-    user, idea = _new_idea(client)
-    with (
-        ModelServer(answer, model=SERVED_MODEL, usage=USAGE) as server,
-        Pipeline(client, provider=_fallback_chain(server.base_url), image_mode="none") as pipeline,
-    ):
-        pipeline.expand(user, idea_id=idea)
-    with db.as_user(user) as conn:
-        row = conn.execute(
-            "select length(coalesce(judge_reasoning, '')), length(coalesce(format_reasoning, '')) "
-            "from public.executions"
-        ).fetchone()
-    assert row is not None
+    row = _owners_view_of_a_run(
+        client, db, answer, "length(coalesce(judge_reasoning, '')), length(coalesce(format_reasoning, ''))"
+    )
     assert max(row) <= 10_000, row
 
 
