@@ -14,7 +14,7 @@ from ..pipeline.content import ImageDraft
 from ..pipeline.providers import RenderedImage
 from ..pipeline.runner import ImageRenderer
 from ..pipeline.setup import image_mode_from_settings, image_renderer_from_settings
-from ..types import BlogPost, GitHubRepoContent, IdeaStatus, ImageContent, Output, OutputFormat, User
+from ..types import GitHubRepoContent, IdeaStatus, ImageContent, OutputFormat, User
 from ._common import (
     DB_URL_HELP,
     CsvOption,
@@ -255,7 +255,7 @@ def outputs_publish(
         was_published = output.published
         with _modelless_pipeline(client, redraw=True) as pipeline:
             delivered = pipeline.deliver(output.id)
-        post = _post_of(client, delivered) if delivered.format == OutputFormat.BLOG_POST else None
+        post = client.blog_posts.get_by_output(delivered.id) if delivered.format == OutputFormat.BLOG_POST else None
         if post is not None and not post.is_public:
             post = client.blog_posts.update(post.id, is_public=True)
         if json:
@@ -300,11 +300,6 @@ def _renderer_on_first_use(settings: Settings) -> ImageRenderer:
         return built[0](draft)
 
     return render
-
-
-def _post_of(client: IdeaExpansion, output: Output) -> BlogPost:
-    """The blog post that renders `output`, read by its output id (one row, however many posts its owner has)."""
-    return client.blog_posts.get_by_output(output.id)
 
 
 def credits_command(

@@ -13,13 +13,13 @@ import threading
 import uuid
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, get_args
+from typing import TYPE_CHECKING, Any, Self
 
 from .._exceptions import ConfigurationError, IdeaExpansionError, InvalidRequestError
 from ..types import Execution, OutputFormat
 from ..types.expansions import ExpansionResult, ExpansionStatus
 from ..types.ids import IdLike
-from .runner import ImageMode, ImageRenderer, Pipeline, ProgressCallback
+from .runner import ImageMode, ImageRenderer, Pipeline, ProgressCallback, RunOptions, checked_run_options
 
 if TYPE_CHECKING:
     from .._async_client import AsyncIdeaExpansion
@@ -70,26 +70,20 @@ class AsyncPipeline:
             raise ConfigurationError(f"settings must be a Settings, not {type(settings).__name__}")
         if client.scope.role != "service_role":
             raise IdeaExpansionError("the pipeline runs on the service client, not a user or anonymous view")
-        if image_mode is not None and image_mode not in get_args(ImageMode):
-            raise ConfigurationError(f"image_mode must be none, card or model, not {image_mode!r}")
-        if review_threshold is not None and (
-            not isinstance(review_threshold, int)
-            or isinstance(review_threshold, bool)
-            or not 0 <= review_threshold <= 100
-        ):
-            raise InvalidRequestError(f"review_threshold must be from 0 to 100, not {review_threshold!r}")
+        if image_mode is not None or image_renderer is not None or review_threshold is not None:
+            # The options given, checked as Pipeline checks them (a mode given alone has no renderer).
+            checked_run_options(image_mode, image_renderer, 0 if review_threshold is None else review_threshold)
         self._client = client
         self._arguments: dict[str, Any] = {"provider": provider, "settings": settings, "stale_after": stale_after}
-        self._options: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("image_mode", image_mode),
-                ("image_renderer", image_renderer),
-                ("prices", prices),
-                ("review_threshold", review_threshold),
-            )
-            if value is not None
-        }
+        self._options = RunOptions()
+        if image_mode is not None:
+            self._options["image_mode"] = image_mode
+        if image_renderer is not None:
+            self._options["image_renderer"] = image_renderer
+        if prices is not None:
+            self._options["prices"] = prices
+        if review_threshold is not None:
+            self._options["review_threshold"] = review_threshold
         self._pipeline: Pipeline | None = None
         self._lock = threading.Lock()
 
@@ -97,27 +91,7 @@ class AsyncPipeline:
         """The sync pipeline that runs whole expansions (built on first use, on the client's sync twin)."""
         with self._lock:
             if self._pipeline is None:
-                pipeline = Pipeline.from_settings(self._client.sync_context(), **self._arguments)
-                if self._options:  # the options given replace the settings'
-                    chosen: dict[str, Any] = {
-                        "image_mode": pipeline.image_mode,
-                        "image_renderer": pipeline._render_image,
-                        "prices": pipeline.prices,
-                        "review_threshold": pipeline.review_threshold,
-                    }
-                    if "image_mode" in self._options and "image_renderer" not in self._options:
-                        chosen["image_renderer"] = None
-                    if "image_renderer" in self._options and "image_mode" not in self._options:
-                        chosen["image_mode"] = "model"
-                    chosen.update(self._options)
-                    pipeline.close()
-                    pipeline = Pipeline(
-                        pipeline._client,
-                        provider=pipeline.provider,
-                        stale_after=pipeline.stale_after,
-                        **chosen,
-                    )
-                self._pipeline = pipeline
+                self._pipeline = Pipeline.from_settings(self._client.sync_context(), **self._arguments, **self._options)
             return self._pipeline
 
     async def expand(

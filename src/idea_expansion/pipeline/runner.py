@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, TypeVar, Unpack, get_args
 
 import httpx
 from pydantic import BaseModel
@@ -139,6 +139,37 @@ ImageMode = Literal["none", "card", "model"]
 an image model (`image_renderer`)."""
 DEFAULT_REVIEW_THRESHOLD = 70
 """A model review scoring a draft below this asks for the one revision."""
+
+
+class RunOptions(TypedDict, total=False):
+    """What `Pipeline.from_settings` (and `AsyncPipeline`) take in place of the settings' own: each given
+    replaces the setting. An image mode given alone has no renderer; a renderer given alone is mode model."""
+
+    image_mode: ImageMode
+    image_renderer: ImageRenderer | None
+    prices: PriceTable | None
+    review_threshold: int
+
+
+def checked_run_options(
+    image_mode: ImageMode | None, image_renderer: ImageRenderer | None, review_threshold: int
+) -> ImageMode:
+    """The image mode these options make (by default "model" with a renderer, else "card"), or
+    `ConfigurationError` / `InvalidRequestError` for options no run can use."""
+    mode: ImageMode = image_mode or ("model" if image_renderer is not None else "card")
+    if mode not in get_args(ImageMode):
+        raise ConfigurationError(f"image_mode must be none, card or model, not {image_mode!r}")
+    if (mode == "model") != (image_renderer is not None):
+        raise ConfigurationError(
+            "image_mode 'model' needs an image_renderer"
+            if mode == "model"
+            else f"an image_renderer is used only with image_mode 'model', not {mode!r}"
+        )
+    if not _whole_number(review_threshold) or not 0 <= review_threshold <= 100:
+        raise InvalidRequestError(f"review_threshold must be from 0 to 100, not {review_threshold!r}")
+    return mode
+
+
 TITLE_CARD_PROVIDER, TITLE_CARD_MODEL = "offline", "title-card"
 _DRAFTS: dict[OutputFormat, type[BaseModel]] = {
     OutputFormat.BLOG_POST: BlogDraft,
@@ -181,46 +212,57 @@ class _Run:
         the reviewer out of its schema."""
         self.add_failed(completion.failed_calls, stage, task)
         errors = [_storable(error, 500) for error in completion.fallback_errors[:8]]
-        self.calls.append(
-            ModelCall(
-                stage=stage.value,
-                task=task,
-                provider=_storable(completion.provider or asked or "unknown", 64),
-                model=_storable(completion.model or "unknown", 200),
-                input_tokens=_bounded_tokens(completion.input_tokens),
-                output_tokens=_bounded_tokens(completion.output_tokens),
-                fallback=completion.fell_back_to_offline and stage == Stage.GENERATE and task in _CONTENT_TASKS,
-                # Kept whoever answered: a model answering after another failed is recorded with why.
-                fallback_errors=errors or None,
-                usage_reported=completion.usage_reported,
-            )
+        self._record(
+            stage,
+            task,
+            completion.provider or asked,
+            completion.model,
+            completion.input_tokens,
+            completion.output_tokens,
+            fallback=completion.fell_back_to_offline and stage == Stage.GENERATE and task in _CONTENT_TASKS,
+            # Kept whoever answered: a model answering after another failed is recorded with why.
+            fallback_errors=errors or None,
+            usage_reported=completion.usage_reported,
         )
 
     def add_failed(self, failed: Sequence[FailedCall], stage: Stage, task: Task) -> None:
         for call in failed:
-            self.calls.append(
-                ModelCall(
-                    stage=stage.value,
-                    task=task,
-                    provider=_storable(call.provider or "unknown", 64),
-                    model=_storable(call.model or "unknown", 200),
-                    input_tokens=_bounded_tokens(call.input_tokens),
-                    output_tokens=_bounded_tokens(call.output_tokens),
-                    failed=True,
-                    error=_storable(call.error or "failed", 500),
-                    usage_reported=call.usage_reported,
-                )
+            self._record(
+                stage,
+                task,
+                call.provider,
+                call.model,
+                call.input_tokens,
+                call.output_tokens,
+                failed=True,
+                error=_storable(call.error or "failed", 500),
+                usage_reported=call.usage_reported,
             )
 
     def add_image(self, image: RenderedImage) -> None:
+        self._record(Stage.IMAGE, "image", image.provider, image.model, image.input_tokens, image.output_tokens)
+
+    def _record(
+        self,
+        stage: Stage,
+        task: Task,
+        provider: object,
+        model: object,
+        input_tokens: object,
+        output_tokens: object,
+        **details: Any,
+    ) -> None:
+        """A call as the record holds it, whatever its provider or server sent: names made storable, token
+        counts bounded (see `_storable`, `_bounded_tokens`)."""
         self.calls.append(
             ModelCall(
-                stage=Stage.IMAGE.value,
-                task="image",
-                provider=_storable(image.provider or "unknown", 64),
-                model=_storable(image.model or "unknown", 200),
-                input_tokens=_bounded_tokens(image.input_tokens),
-                output_tokens=_bounded_tokens(image.output_tokens),
+                stage=stage.value,
+                task=task,
+                provider=_storable(provider or "unknown", 64),
+                model=_storable(model or "unknown", 200),
+                input_tokens=_bounded_tokens(input_tokens),
+                output_tokens=_bounded_tokens(output_tokens),
+                **details,
             )
         )
 
@@ -254,17 +296,7 @@ class Pipeline:
         heartbeat_every: timedelta = HEARTBEAT_EVERY,
     ) -> None:
         _check_service_client(client)
-        mode: ImageMode = image_mode or ("model" if image_renderer is not None else "card")
-        if mode not in get_args(ImageMode):
-            raise ConfigurationError(f"image_mode must be none, card or model, not {image_mode!r}")
-        if (mode == "model") != (image_renderer is not None):
-            raise ConfigurationError(
-                "image_mode 'model' needs an image_renderer"
-                if mode == "model"
-                else f"an image_renderer is used only with image_mode 'model', not {mode!r}"
-            )
-        if not _whole_number(review_threshold) or not 0 <= review_threshold <= 100:
-            raise InvalidRequestError(f"review_threshold must be from 0 to 100, not {review_threshold!r}")
+        mode = checked_run_options(image_mode, image_renderer, review_threshold)
         # Checked now: a bad period found mid-run would fail every run, each after holding a credit.
         for name, period in (("stale_after", stale_after), ("heartbeat_every", heartbeat_every)):
             if period is not None and (not isinstance(period, timedelta) or period < timedelta(0)):
@@ -292,10 +324,12 @@ class Pipeline:
         *,
         provider: ModelProvider | None = None,
         stale_after: timedelta | None = None,
+        **options: Unpack[RunOptions],
     ) -> Pipeline:
         """The pipeline the settings (by default the client's) describe: IDEA_EXPANSION_PROVIDER's
         providers, IDEA_EXPANSION_IMAGE_MODE's images, IDEA_EXPANSION_PRICES and the review threshold. An
-        explicit `provider` replaces the providers (and an image model: images are then title cards)."""
+        explicit `provider` replaces the providers (and an image model: images are then title cards);
+        `options` (`RunOptions`) replace the image mode, renderer, prices and threshold they name."""
         from .setup import (
             image_mode_from_settings,
             image_renderer_from_settings,
@@ -305,16 +339,21 @@ class Pipeline:
 
         _check_service_client(client)
         settings = settings or client.settings
-        mode = image_mode_from_settings(settings)
-        if provider is not None and mode == "model":
-            mode = "card"
+        mode: ImageMode | None
+        if "image_mode" in options or "image_renderer" in options:
+            mode, renderer = options.get("image_mode"), options.get("image_renderer")
+        else:
+            mode = image_mode_from_settings(settings)
+            if provider is not None and mode == "model":
+                mode = "card"
+            renderer = image_renderer_from_settings(settings) if mode == "model" else None
         pipeline = cls(
             client,
             provider=provider or providers_from_settings(settings),
             image_mode=mode,
-            image_renderer=image_renderer_from_settings(settings) if mode == "model" else None,
-            prices=prices_from_settings(settings),
-            review_threshold=settings.review_threshold,
+            image_renderer=renderer,
+            prices=options["prices"] if "prices" in options else prices_from_settings(settings),
+            review_threshold=options.get("review_threshold", settings.review_threshold),
             stale_after=stale_after,
         )
         # A model client cannot be sent to a worker process, but the settings that made it can.
