@@ -5,6 +5,8 @@ scripts that charge a random user per transaction (-M prepared; -c 1, and -c 32 
   - bare: the guarded UPDATE of the balance alone (baseline 1: no ledger at all);
   - ledgered: that UPDATE and the ledger INSERT in one statement (baseline 2: the limit of a charge that
     keeps a ledger), with no key or with a fresh key per call;
+  - stamped: the ledgered statement also setting updated_at = now(), so the balance row's trigger is
+    skipped as it is for consume_expansion_credit (for the record: the cost of a PL/pgSQL frame alone);
   - ours: `select public.consume_expansion_credit(user[, key])`, with no key or with a fresh key per call;
   - each of the last two also through the service-role wrapper, sent as PostgREST runs a request, in one
     pipeline: BEGIN; set_config('role', 'service_role', true), set_config('request.jwt.claims', ...);
@@ -72,6 +74,10 @@ _GUARDED_UPDATE = f"""update public.usage_tracking u
        total_paid_used = u.total_paid_used + 1
  where u.user_id = {USER} and u.paid_credits_remaining > 0"""
 
+_STAMPED_UPDATE = _GUARDED_UPDATE.replace(
+    "total_paid_used = u.total_paid_used + 1", "total_paid_used = u.total_paid_used + 1, updated_at = now()"
+)
+
 STATEMENTS = {
     "bare": _GUARDED_UPDATE,
     "ledgered": f"""with charged as ({_GUARDED_UPDATE} returning u.user_id)
@@ -79,10 +85,18 @@ insert into public.credit_charges (user_id, credit_type) select c.user_id, 'paid
     "ledgered_key": f"""with charged as ({_GUARDED_UPDATE} returning u.user_id)
 insert into public.credit_charges (user_id, idempotency_key, credit_type)
 select c.user_id, gen_random_uuid(), 'paid' from charged c""",
+    "stamped": f"""with charged as ({_STAMPED_UPDATE} returning u.user_id)
+insert into public.credit_charges (user_id, credit_type) select c.user_id, 'paid' from charged c""",
+    "stamped_key": f"""with charged as ({_STAMPED_UPDATE} returning u.user_id)
+insert into public.credit_charges (user_id, idempotency_key, credit_type)
+select c.user_id, gen_random_uuid(), 'paid' from charged c""",
     "ours": f"select public.consume_expansion_credit({USER})",
     "ours_key": f"select public.consume_expansion_credit({USER}, gen_random_uuid())",
 }
-"""Each script's one statement. Every balance in the data set is paid-only, so 'paid' is the right ledger row."""
+"""Each script's one statement. Every balance in the data set is paid-only, so 'paid' is the right ledger row.
+`stamped`: the ledgered statement setting updated_at = now() itself, which the balance row's trigger then skips
+(since the charge_in_one_frame migration), as consume_expansion_credit does: what is left between the two is the
+cost of calling a PL/pgSQL function at all."""
 
 CLAIMS = json.dumps({"role": "service_role", "iat": 1767225600, "exp": 1767229200})
 
@@ -189,8 +203,10 @@ def pgbench(state: State, script_path: Path, clients: int, seconds: float) -> fl
 SCRIPTS = (
     "bare",
     "ledgered",
+    "stamped",
     "ours",
     "ledgered_key",
+    "stamped_key",
     "ours_key",
     "ledgered_wrapped",
     "ours_wrapped",
@@ -285,6 +301,8 @@ PAIRS = (
     ("ledgered_wrapped", "ours_wrapped"),
     ("ledgered_key_wrapped", "ours_key_wrapped"),
     ("bare", "ours"),
+    ("stamped", "ours"),
+    ("stamped_key", "ours_key"),
 )
 """(baseline, ours) pairs whose ratio is taken run by run: the two scripts run one right after the other."""
 
@@ -359,6 +377,17 @@ def measure(state: State) -> list[Result]:
                         paired=tuple(paired[pair]),
                     )
                 )
+        for key, key_label in (("", "no key"), ("_key", "fresh key")):
+            pair = (f"stamped{key}", f"ours{key}")
+            results.append(
+                Result(
+                    f"charge vs ledgered statement stamping updated_at itself ({key_label}) {tag}",
+                    "tps",
+                    tps[pair[0]],
+                    tps[pair[1]],
+                    paired=tuple(paired[pair]),
+                )
+            )
         results.append(
             Result(
                 f"charge vs bare UPDATE (no key, no ledger) {tag}",
