@@ -5,8 +5,9 @@ scripts that charge a random user per transaction (-M prepared; -c 1, and -c 32 
   - bare: the guarded UPDATE of the balance alone (baseline 1: no ledger at all);
   - ledgered: that UPDATE and the ledger INSERT in one statement (baseline 2: the limit of a charge that
     keeps a ledger), with no key or with a fresh key per call;
-  - stamped: the ledgered statement also setting updated_at = now(), so the balance row's trigger is
-    skipped as it is for consume_expansion_credit (for the record: the cost of a PL/pgSQL frame alone);
+  - stamped: the ledgered statement also setting updated_at = now(), so that (since the charge_in_one_frame
+    migration) the balance row's trigger is skipped for it as for consume_expansion_credit: like with like,
+    what is left is the cost of a PL/pgSQL frame (for the record; under --before the trigger runs for both);
   - ours: `select public.consume_expansion_credit(user[, key])`, with no key or with a fresh key per call;
   - each of the last two also through the service-role wrapper, sent as PostgREST runs a request, in one
     pipeline: BEGIN; set_config('role', 'service_role', true), set_config('request.jwt.claims', ...);
@@ -94,9 +95,8 @@ select c.user_id, gen_random_uuid(), 'paid' from charged c""",
     "ours_key": f"select public.consume_expansion_credit({USER}, gen_random_uuid())",
 }
 """Each script's one statement. Every balance in the data set is paid-only, so 'paid' is the right ledger row.
-`stamped`: the ledgered statement setting updated_at = now() itself, which the balance row's trigger then skips
-(since the charge_in_one_frame migration), as consume_expansion_credit does: what is left between the two is the
-cost of calling a PL/pgSQL function at all."""
+`stamped`: the ledgered statement setting updated_at = now() itself, so that the balance row's trigger skips it
+(since the charge_in_one_frame migration) as it skips consume_expansion_credit."""
 
 CLAIMS = json.dumps({"role": "service_role", "iat": 1767225600, "exp": 1767229200})
 

@@ -33,6 +33,16 @@ def _function_calls(db: Db, statements: list[tuple[str, tuple[Any, ...]]]) -> Co
     return after - before
 
 
+def _ledger_types(db: Db, user: uuid.UUID) -> list[str]:
+    """The user's charges' credit types in the order they were made: by created_at (clock_timestamp(), in
+    microseconds), not by id, whose time part is only to the millisecond."""
+    with db.admin() as conn:
+        rows = conn.execute(
+            "select credit_type from public.credit_charges where user_id = %s order by created_at, id", (user,)
+        )
+        return [str(row[0]) for row in rows]
+
+
 def test_a_paying_user_is_charged_without_calling_any_other_function(db: Db) -> None:
     paying = db.create_user(free_expansions_remaining=0, paid_credits_remaining=3)
     # The ledger row's id default (private.uuidv7) is the by-hand statement's call too.
@@ -47,6 +57,7 @@ def test_a_paying_user_is_charged_without_calling_any_other_function(db: Db) -> 
     for key in (None, uuid.uuid4()):
         calls = _function_calls(db, [(CONSUME, (free, key))])
         assert calls == {**alone, "private.take_credit": 1}, key
+    assert _ledger_types(db, free) == ["free", "free"]
 
 
 def test_updated_at_is_the_writing_transactions_now_whoever_writes(db: Db) -> None:
@@ -65,9 +76,9 @@ def test_updated_at_is_the_writing_transactions_now_whoever_writes(db: Db) -> No
             1,
         ),
         (
-            "an UPDATE by hand with a stale stamp",
+            "an UPDATE by hand with a stamp of its own",
             "update public.usage_tracking set paid_credits_remaining = 6, updated_at = %s where user_id = %s",
-            (stale, user),
+            ("1999-12-31T00:00:00Z", user),  # not the stale value the row starts from: a new, wrong one
             1,
         ),
         (
@@ -126,13 +137,6 @@ def test_free_credits_go_first_when_charges_race_with_and_without_keys(db: Db) -
         assert (usage["free_expansions_remaining"], usage["paid_credits_remaining"]) == (0, 0)
         assert (usage["total_free_used"], usage["total_paid_used"], usage["total_expansions_used"]) == (3, 37, 40)
         assert _ledger_types(db, user) == ["free"] * 3 + ["paid"] * 37, keyed
-
-
-def _ledger_types(db: Db, user: uuid.UUID) -> list[str]:
-    """The user's charges' credit types in the order they were made (ledger ids are time-ordered)."""
-    with db.admin() as conn:
-        rows = conn.execute("select credit_type from public.credit_charges where user_id = %s order by id", (user,))
-        return [str(row[0]) for row in rows]
 
 
 def test_grants_racing_charges_are_spent_exactly_and_never_before_a_free_credit(db: Db) -> None:

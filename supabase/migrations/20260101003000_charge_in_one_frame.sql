@@ -1,33 +1,36 @@
 -- A paying user's charge in one PL/pgSQL frame, and a balance row that stamps itself.
 --
--- Measured beside the statements it cannot beat (benchmarks/charge.py, pgbench, 2 cores), the charge_at_limit
--- version of consume_expansion_credit ran at 0.85-0.93x of one statement doing the guarded UPDATE of the
--- balance and the ledger INSERT. The same statement wrapped in a PL/pgSQL function with `set search_path`
--- (which the advisors require of every function) runs at about 0.92-0.97x: that frame is the floor of any
--- function a client can call. What the old version added on top of it:
+-- benchmarks/charge.py (pgbench, 2 cores) runs consume_expansion_credit beside one statement doing the same
+-- work by hand: the guarded UPDATE of the balance and the ledger INSERT. Before this migration the function
+-- ran at 0.85-0.93x of it. Three costs sat on top of the statement itself:
 --   * a second frame: consume_expansion_credit called private.take_credit, each with its own search_path;
---   * the free-or-paid choice in every SET, guard and RETURNING of a statement the executor builds afresh
+--   * the free-or-paid choice in every SET, guard and RETURNING of a statement the executor sets up afresh
 --     on every call;
--- And the balance row's BEFORE UPDATE trigger (public.set_updated_at, PL/pgSQL) ran on every charge, the
--- by-hand statement's too: 5-8% of either.
+--   * the balance row's BEFORE UPDATE trigger (public.set_updated_at, a PL/pgSQL call of its own), which the
+--     by-hand statement pays too: 4-8% of either (the benchmark's `stamped` lines).
+-- What no function can shed is its own frame: any function a client calls is one PL/pgSQL call with
+-- `set search_path` (the advisors require it of every function), and PostgreSQL 15 plans a SQL function
+-- anew on every call. Against the by-hand statement that also stamps updated_at, that frame is what is left.
 --
 --   * usage_tracking_set_updated_at fires only when the row is not already stamped with now(): a writer
 --     that sets updated_at = now() itself is not sent through a PL/pgSQL call for it, and any other writer
---     (a grant, a release, an admin's UPDATE by hand) still gets now(). The rule is unchanged: after every
---     update, updated_at is the writing transaction's now().
+--     (a grant, a release, an admin's UPDATE by hand, a writer setting some other time) still gets now().
+--     The rule is unchanged: after every update, updated_at is the writing transaction's now().
 --   * public.consume_expansion_credit takes a paying user's credit (no free credit left, a paid one left)
---     with the ledgered statement itself, in its own frame, stamping the row: no other function is called.
---     Everyone else (free credits left, no credit at all, no usage row, a null user) goes on to
---     private.take_credit as before, which still holds the only copy of the free-first rule, PT402 and PT404;
---     its statement stamps the row too. A paid credit is only taken here when no free one is left, so the
---     order is still free first, then paid, whatever happens concurrently: the guard is re-checked on the
---     newest version of the row, as in take_credit.
---   * With a key, the same statement (with the key) and, for everyone else, take_credit run in one
---     BEGIN ... EXCEPTION block, as before: a key already charged (by an earlier call, or by a concurrent
---     one that held the balance first) is refused by the ledger's unique (user_id, idempotency_key), which
---     undoes the attempt, and is answered under the balance lock exactly as before: the first answer, or
---     55000 while held or once released. (INSERT ... ON CONFLICT DO NOTHING with the credit given back by
---     hand measured the same, within the noise, and needs a second copy of the charge in reverse.)
+--     with the ledgered statement itself, in its own frame, stamping the row: no other function is called
+--     but the ledger id's default. Everyone else (free credits left, no credit at all, no usage row, a null
+--     user) goes on to private.take_credit as before, which still holds the only copy of the free-first rule,
+--     PT402 and PT404; its statement stamps the row too. A paid credit is only taken here when no free one is
+--     left, so the order is still free first, then paid, whatever happens concurrently: the guard is
+--     re-checked on the newest version of the row, as in take_credit.
+--   * With a key, that statement (with the key) and, when it takes nothing, take_credit run in one
+--     BEGIN ... EXCEPTION block (before, the block held take_credit alone): a key already charged (by an
+--     earlier call, or by a concurrent one that held the balance first) is refused by the ledger's unique
+--     (user_id, idempotency_key), which undoes the attempt, balance and ledger row alike, and is answered
+--     under the balance lock exactly as before: the first answer, or 55000 while held or once released.
+--     INSERT ... ON CONFLICT DO NOTHING instead, with the credit given back by hand, measured the same within
+--     the noise (0.96x and 0.95x of the by-hand statement at -c 1 and -c 32, against 0.95x and 0.96x) and
+--     needs the charge written a second time, in reverse.
 
 -- The balance row stamps itself --------------------------------------------------------------------------------
 drop trigger usage_tracking_set_updated_at on public.usage_tracking;
