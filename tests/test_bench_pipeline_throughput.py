@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import uuid
 
-from benchmarks.pipeline_throughput import POOL_SIZE, setup, teardown
+# The module, not its functions: a module-level name `setup` is a setup hook to older pytest (nose style).
+from benchmarks import pipeline_throughput as bench
 
 
 def test_the_benchmark_traces_the_pools_connections_and_counts_their_traffic(server_url: str) -> None:
-    state = setup(server_url, quick=True)
+    state = bench.setup(server_url, quick=True)
     try:
-        assert len(state.wire.traced) == POOL_SIZE
+        assert len(state.wire.traced) == bench.POOL_SIZE
         assert not any(traced.conn.closed for traced in state.wire.traced)
         state.wire.take()  # what setup itself sent
         state.client.users.create(email=f"bench-{uuid.uuid4().hex[:12]}@example.test")
         wire = state.wire.take()
         assert (wire.transactions, wire.round_trips) == (1, 1)  # one call: one transaction, one round trip
     finally:
-        teardown(state)
+        bench.teardown(state)
