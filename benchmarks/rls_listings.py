@@ -230,7 +230,7 @@ class RecordingBackend(PostgresBackend):
         self.sent: list[Statement] = []
 
     def execute(self, request: Request, scope: Scope) -> list[dict[str, Any]]:
-        query, params = compile_request(request)
+        query, params = compile_request(request, scope)
         self.sent.append(Statement(query, tuple(params), scope))
         return super().execute(request, scope)
 

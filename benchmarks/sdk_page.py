@@ -54,7 +54,7 @@ class RecordingBackend(PostgresBackend):
 
     def execute(self, request: Request, scope: Scope) -> list[dict[str, Any]]:
         if self.recording:
-            self.sent.append(compile_request(request))
+            self.sent.append(compile_request(request, scope))
         return super().execute(request, scope)
 
 

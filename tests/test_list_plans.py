@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -79,7 +80,8 @@ def _me(client: IdeaExpansion) -> IdeaExpansion:
 
 
 CASES = {
-    # As the user: RLS narrows the rows ((select auth.uid()) = user_id), the SDK sends no user filter.
+    # As the user: RLS narrows the rows ((select auth.uid()) = user_id); a list of the user's own rows
+    # by name says `user_id = (select auth.uid())` (test_a_user_clients_first_pages_are_planned_once).
     "rls-ideas": Case(lambda c, k: _me(c).ideas.list(), "idx_ideas_user_created"),
     "rls-ideas-priority": Case(
         lambda c, k: _me(c).ideas.list(order_by="priority_score"), "idx_ideas_user_priority", sort="priority_score"
@@ -294,6 +296,35 @@ def test_list_is_an_index_scan_in_order(
         assert f"ROW({case.sort}, id) <" in scan.get("Index Cond", ""), f"the keyset does not bound the scan: {shape}"
     assert plan["Plan"]["Actual Rows"] == case.rows
     assert buffers(plan) <= MAX_BUFFERS, f"{buffers(plan)} buffers for {shape}"
+
+
+def test_a_user_clients_first_pages_are_planned_once(
+    sdk: tuple[IdeaExpansion, RecordingBackend], known: Known, listing_db: str
+) -> None:
+    """A user's own lists send no parameter: the user is `(select auth.uid())`, as in the policies, and a
+    status or format is written in. PostgreSQL plans a prepared statement with no parameter once (its
+    generic plan) and one with a parameter anew on every call, which under RLS made a short list (archived
+    ideas, own blog posts, receipts) cost up to twice the service role's (benchmarks/rls_listings.py).
+    Only a list narrowed by a caller's id (one run's outputs) keeps its parameter."""
+    client, backend = sdk
+    with psycopg.connect(listing_db, autocommit=True) as connection:
+        for name, case in CASES.items():
+            if not name.startswith("rls-"):
+                continue
+            statement = recorded(backend, partial(case.call, client, known))
+            if name == "rls-outputs-of-a-run":
+                assert statement.params == (known.execution_id,), statement
+                continue
+            assert statement.params == (), (name, statement)
+            for _ in range(7):
+                with connection.transaction():
+                    set_request_context(connection, statement.scope)
+                    connection.execute(statement.query, statement.params, prepare=True).fetchall()
+            text = statement.query.as_string(connection)
+            row = connection.execute(
+                "select generic_plans, custom_plans from pg_prepared_statements where statement = %s", (text,)
+            ).fetchone()
+            assert row == (7, 0), name  # (generic plans, custom plans)
 
 
 # -- the same pages through the REST backend ----------------------------------------------------------------------

@@ -191,6 +191,10 @@ def test_listing_filters_orders_and_pages(client: IdeaExpansion, alice: IdeaExpa
 def test_users_never_see_or_change_each_others_ideas(alice: IdeaExpansion, bob: IdeaExpansion) -> None:
     mine = alice.ideas.create(title="mine")
     assert bob.ideas.list().data == []
+    # Asking for her rows by name changes nothing: RLS decides what a user client sees.
+    assert bob.ideas.list(user_id=uid(alice)).data == []
+    assert bob.ideas.list(user_id=uid(alice), status="pending").data == []
+    assert [i.id for i in alice.ideas.list(user_id=uid(alice))] == [mine.id]
     with pytest.raises(NotFoundError):
         bob.ideas.get(mine.id)
     with pytest.raises(NotFoundError):
@@ -318,6 +322,15 @@ def test_runs_and_outputs_are_written_by_the_lifecycle_and_read_by_their_owner(
     # A run's blog post is private until its owner (or the run) says otherwise.
     assert post.is_public is False
     assert post.id not in {p.id for p in bob.blog_posts.list()}
+    # "Whose posts": a user's own id is sent as the policies' (select auth.uid()) on the Postgres backend,
+    # another user's as a value; either way the rows are the ones RLS lets this user see.
+    assert [p.id for p in alice.blog_posts.list(user_id=uid(alice))] == [post.id]
+    assert bob.blog_posts.list(user_id=uid(alice)).data == []
+    assert bob.blog_posts.list(user_id=uid(bob)).data == []
+    assert [e.id for e in alice.executions.list(status="completed")] == [execution.id]
+    assert bob.executions.list(status="completed").data == []
+    assert [o.id for o in alice.outputs.list(format="blog_post")] == [output.id]
+    assert alice.outputs.list(format="image").data == []
     assert post.id not in {p.id for p in client.anonymous().blog_posts.list_public(limit=1000)}
     assert alice.blog_posts.get_by_slug("run-me").id == post.id
     assert alice.blog_posts.get_by_output(output.id).id == post.id
@@ -328,6 +341,8 @@ def test_runs_and_outputs_are_written_by_the_lifecycle_and_read_by_their_owner(
         bob.blog_posts.update(post.id, is_public=False)
     assert post.id in {p.id for p in client.anonymous().blog_posts.list_public(limit=1000)}
     assert post.id in {p.id for p in bob.blog_posts.list()}
+    assert [p.id for p in bob.blog_posts.list(user_id=uid(alice))] == [post.id]  # public now
+    assert bob.blog_posts.list(user_id=uid(bob)).data == []  # still not one of bob's own
     other = alice.ideas.create(title="run me too")
     second = client.expansions.start(uid(alice), idea_id=other.id, format="blog_post")
     with pytest.raises(ConflictError):

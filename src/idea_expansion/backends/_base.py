@@ -62,6 +62,12 @@ class Json:
 class Eq:
     column: str
     value: Any
+    literal: bool = False
+    """The value is one of the few a flag or an enum allows (a status, a format): the Postgres backend
+    writes it into the statement instead of sending it as a parameter. A statement left with no parameter
+    is planned once per connection (a prepared statement's generic plan); with one, PostgreSQL plans it anew
+    on every call, and under RLS that planning cost a user's short list (archived ideas) up to twice the
+    service role's."""
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,7 @@ class AsyncPostgresBackend:
             raise translated_error(exc) from exc
 
     async def execute(self, request: Request, scope: Scope) -> list[dict[str, Any]]:
-        query, params = compile_statement(request)
+        query, params = compile_statement(request, scope)
         return await self.query(query, params, scope)
 
     async def rpc(self, request: Rpc, scope: Scope) -> Any:

@@ -42,7 +42,7 @@ class _ExecutionOperations(Operations):
         """
         filters: builtins.list[Filter] = user_filter(user_id)
         if status is not None:
-            filters.append(Eq("status", enum_value(ExecutionStatus, status, "status")))
+            filters.append(Eq("status", enum_value(ExecutionStatus, status, "status"), literal=True))
         return (
             yield from self._keyset_page(
                 Execution, "executions", filters, sort="started_at", kind=datetime, limit=limit, cursor=cursor
@@ -77,7 +77,7 @@ class _OutputOperations(Operations):
         if execution_id is not None:
             filters.append(Eq("execution_id", parse_id(execution_id, "execution id")))
         if format is not None:
-            filters.append(Eq("format", enum_value(OutputFormat, format, "format")))
+            filters.append(Eq("format", enum_value(OutputFormat, format, "format"), literal=True))
         return (
             yield from self._keyset_page(
                 Output, "outputs", filters, sort="created_at", kind=datetime, limit=limit, cursor=cursor
@@ -133,7 +133,7 @@ class _BlogPostOperations(Operations):
             yield from self._keyset_page(
                 BlogPost,
                 "blog_posts",
-                [Eq("is_public", True)],
+                [Eq("is_public", True, literal=True)],
                 sort="published_at",
                 kind=datetime,
                 limit=limit,

@@ -81,7 +81,7 @@ class _IdeaOperations(Operations):
             raise InvalidRequestError(f"order_by must be 'created_at' or 'priority_score', not {order_by!r}")
         filters: builtins.list[Filter] = user_filter(user_id)
         if status is not None:
-            filters.append(Eq("status", enum_value(IdeaStatus, status, "status")))
+            filters.append(Eq("status", enum_value(IdeaStatus, status, "status"), literal=True))
         kind = datetime if order_by == "created_at" else int
         return (
             yield from self._keyset_page(Idea, "ideas", filters, sort=order_by, kind=kind, limit=limit, cursor=cursor)
