@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 import psycopg
 from psycopg import sql
@@ -113,7 +113,7 @@ def _figure(value: float | None) -> str:
     return f"{value:.3g}"
 
 
-def print_table(results: Sequence[Result], *, title: str | None = None) -> None:
+def print_table(results: Sequence[Result], *, title: str | None = None, file: TextIO | None = None) -> None:
     header = ("metric", "unit", "baseline", "ours", "ratio", "goal", "met")
     rows = []
     for r in results:
@@ -133,7 +133,13 @@ def print_table(results: Sequence[Result], *, title: str | None = None) -> None:
         )
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     if title:
-        print(title)
-    print("  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+        print(title, file=file)
+    print(
+        "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))),
+        file=file,
+    )
     for row in rows:
-        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))),
+            file=file,
+        )
