@@ -5,6 +5,7 @@ plans themselves are checked in tests/test_list_plans.py."""
 
 from __future__ import annotations
 
+import enum
 import uuid
 
 import pytest
@@ -27,6 +28,8 @@ def test_a_user_clients_own_id_is_auth_uid_and_any_other_id_a_parameter() -> Non
     parameter = ('select * from "public"."blog_posts" where "user_id" = %s', [ME])
     for scope in (Scope("service_role"), Scope("anon"), Scope("authenticated", SOMEONE), None):
         assert compile_statement(own, scope) == parameter, scope
+    # Only a UUID is taken for the user's id (a string of the same text is a value like any other).
+    assert compile_statement(Select("ideas", [Eq("title", str(ME))]), as_me)[1] == [str(ME)]
     # Writes narrowed by the user's id too; any other column's value that happens to be the id as well.
     assert compile_statement(Delete("ideas", [Eq("user_id", ME)]), as_me)[0] == (
         'delete from "public"."ideas" where "user_id" = (select auth.uid()) returning *'
@@ -45,7 +48,30 @@ def test_flags_and_enum_values_are_written_in_and_nothing_else_is() -> None:
         [],
     )
     assert compile_statement(Select("ideas", [Eq("is_public", False, literal=True)]))[0].endswith('"is_public" = false')
-    hostile = ["x' or 'a'='a", "archived'--", "Archived", "", "a b", "é", "a" * 64, 1, None, ["archived"]]
+
+    class Formatted(str):  # checks as "archived", writes itself as something else
+        def __format__(self, spec: str) -> str:
+            return "x' or true or 'a"
+
+        __str__ = __repr__ = lambda self: "x' or true or 'a"
+
+    class Shouty(str, enum.Enum):  # noqa: UP042 - the mix whose f-string is "Shouty.ARCHIVED"
+        ARCHIVED = "archived"
+
+    hostile = [
+        "x' or 'a'='a",
+        "archived'--",
+        "Archived",
+        "",
+        "a b",
+        "é",
+        "a" * 64,
+        1,
+        None,
+        ["archived"],
+        Formatted("archived"),
+        Shouty.ARCHIVED,
+    ]
     for value in hostile:
         with pytest.raises(InvalidRequestError, match="not an enum value"):
             compile_statement(Select("ideas", [Eq("status", value, literal=True)]))

@@ -292,10 +292,11 @@ _ENUM_VALUE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 def _enum_literal(value: object) -> str:
     """A flag, or an enum member's value, as an SQL literal. Only booleans and lower-case words are written
-    in, so nothing that needs quoting (or could end the literal) ever reaches the statement."""
-    if isinstance(value, bool):
+    in, so nothing that needs quoting (or could end the literal) ever reaches the statement. Exactly `bool`
+    and `str`: a subclass could format itself as something other than the text checked here."""
+    if type(value) is bool:
         return "true" if value else "false"
-    if not isinstance(value, str) or not _ENUM_VALUE.fullmatch(value):
+    if type(value) is not str or not _ENUM_VALUE.fullmatch(value):
         raise InvalidRequestError(f"not an enum value: {value!r}")
     return f"'{value}'"
 
@@ -309,7 +310,7 @@ def _where(filters: Sequence[Filter], params: list[Any], me: UUID | None = None)
     for f in filters:
         if isinstance(f, Eq) and f.literal:
             parts.append(f"{_quoted(f.column)} = {_enum_literal(f.value)}")
-        elif isinstance(f, Eq) and me is not None and f.value == me:
+        elif isinstance(f, Eq) and me is not None and type(f.value) is UUID and f.value == me:
             # Not a parameter: a statement with none is planned once per connection, and one with a
             # parameter anew on every call, which under RLS cost a user's own short lists (their blog
             # posts, their receipts) 1.2-2x the service role's.
