@@ -4,7 +4,8 @@ SDK's Postgres backend sets them (`set_request_context`), the statement, then co
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,6 +53,16 @@ class Db:
 
     def as_service(self, **kw: Any) -> Any:
         return self.request("service_role", **kw)
+
+    @contextmanager
+    def counting_calls(self) -> Iterator[tuple[Conn, Callable[[], Counter[str]]]]:
+        """A service-role request, and the PL/pgSQL functions (`schema.name`) it has called so far."""
+        # The view shows the backend's counts not yet flushed to the shared statistics, which may include
+        # an earlier transaction's: the difference since the request began is this request's alone.
+        counts = "select schemaname || '.' || funcname, calls from pg_stat_xact_user_functions"
+        with self.request("service_role", setup="set local track_functions = 'pl'") as conn:
+            before = Counter({name: int(calls) for name, calls in conn.execute(counts)})
+            yield conn, lambda: Counter({name: int(calls) for name, calls in conn.execute(counts)}) - before
 
     @contextmanager
     def admin(self) -> Iterator[Conn]:

@@ -119,20 +119,10 @@ def test_random_ids_made_before_the_migration_stay_and_their_keys_still_replay(
 # -- the charge is one statement ---------------------------------------------------------------------------------
 def _lock_usage_calls(db: Db, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
     """How often private.lock_usage (the SELECT ... FOR UPDATE of the balance) ran for these statements."""
-    # The view shows the backend's counts not yet flushed to the shared statistics, which may include an
-    # earlier transaction's: the difference over these statements is theirs alone.
-    count = (
-        "select coalesce(sum(calls), 0) from pg_stat_xact_user_functions "
-        "where schemaname = 'private' and funcname = 'lock_usage'"
-    )
-    with db.request("service_role", setup="set local track_functions = 'pl'") as conn:
-        before = conn.execute(count).fetchone()
+    with db.counting_calls() as (conn, calls):
         for statement, params in statements:
             conn.execute(statement, params)
-        after = conn.execute(count).fetchone()
-    assert before is not None
-    assert after is not None
-    return int(after[0]) - int(before[0])
+        return calls()["private.lock_usage"]
 
 
 def test_a_charge_locks_nothing_before_its_one_statement(db: Db) -> None:

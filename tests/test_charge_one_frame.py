@@ -19,18 +19,10 @@ CONSUME = "select public.consume_expansion_credit(%s, %s)"
 
 def _function_calls(db: Db, statements: list[tuple[str, tuple[Any, ...]]]) -> Counter[str]:
     """The PL/pgSQL functions these statements called (as the service role, in one request), by name."""
-    # The view shows the backend's counts not yet flushed to the shared statistics, which may include an
-    # earlier transaction's: the difference over these statements is theirs alone.
-    counts = (
-        "select schemaname || '.' || funcname, calls from pg_stat_xact_user_functions "
-        "where schemaname in ('public', 'private')"
-    )
-    with db.request("service_role", setup="set local track_functions = 'pl'") as conn:
-        before = Counter({name: int(calls) for name, calls in conn.execute(counts)})
+    with db.counting_calls() as (conn, calls):
         for statement, params in statements:
             conn.execute(statement, params)
-        after = Counter({name: int(calls) for name, calls in conn.execute(counts)})
-    return after - before
+        return calls()
 
 
 def _ledger_types(db: Db, user: uuid.UUID) -> list[str]:
@@ -89,23 +81,14 @@ def test_updated_at_is_the_writing_transactions_now_whoever_writes(db: Db) -> No
         ),
     ]
     stamped = "select updated_at = now() from public.usage_tracking where user_id = %s"
-    count = (
-        "select coalesce(sum(calls), 0) from pg_stat_xact_user_functions "
-        "where schemaname = 'public' and funcname = 'set_updated_at'"
-    )
     for what, statement, params, trigger_calls in writes:
         with db.admin() as conn:  # a stale stamp to start from, written past the trigger
             conn.execute("set local session_replication_role = replica")
             conn.execute("update public.usage_tracking set updated_at = %s where user_id = %s", (stale, user))
-        with db.request("service_role", setup="set local track_functions = 'pl'") as conn:
-            before = conn.execute(count).fetchone()
+        with db.counting_calls() as (conn, calls):
             conn.execute(statement, params)
-            after = conn.execute(count).fetchone()
-            row = conn.execute(stamped, (user,)).fetchone()
-        assert row == (True,), what
-        assert before is not None
-        assert after is not None
-        assert int(after[0]) - int(before[0]) == trigger_calls, what
+            assert calls()["public.set_updated_at"] == trigger_calls, what
+            assert conn.execute(stamped, (user,)).fetchone() == (True,), what
     usage = db.usage(user)
     assert (usage["free_expansions_remaining"], usage["paid_credits_remaining"]) == (0, 5)
     assert (usage["total_free_used"], usage["total_paid_used"]) == (1, 2)
