@@ -74,9 +74,13 @@ def setup(admin_url: str, quick: bool) -> State:
         raise
     state = State(admin_url, database, storage, client, Pipeline(client, provider=OfflineProvider()), 0, 0)
     state.runs, state.images = (60, 10) if quick else (240, 30)
-    # Warm up: the first round of worker processes starts the forkserver, once per process.
-    _queue(state, 20)
-    state.pipeline.run_worker(concurrency=2, exit_when_idle=True)
+    try:
+        # Warm up: the first round of worker processes starts the forkserver, once per process.
+        _queue(state, 20)
+        state.pipeline.run_worker(concurrency=2, exit_when_idle=True)
+    except BaseException:  # a worker that cannot start (say) must not leave the database behind
+        teardown(state)
+        raise
     return state
 
 
