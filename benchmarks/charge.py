@@ -9,6 +9,9 @@ scripts that charge a random user per transaction (-M prepared; -c 1, and -c 32 
     migration) the balance row's trigger is skipped for it as for consume_expansion_credit: like with like,
     what is left is the cost of a PL/pgSQL frame (for the record; under --before the trigger runs for both);
   - ours: `select public.consume_expansion_credit(user[, key])`, with no key or with a fresh key per call;
+  - unguarded (fresh key): the keyed charge's own statement in a function of the same shape, less the
+    exception block that answers a repeated key (it would fail on one): what that replay guard costs, for
+    the record. It is made in the benchmark's database only (schema `bench`), never in a migration;
   - each of the last two also through the service-role wrapper, sent as PostgREST runs a request, in one
     pipeline: BEGIN; set_config('role', 'service_role', true), set_config('request.jwt.claims', ...);
     the statement; COMMIT.
@@ -91,12 +94,47 @@ insert into public.credit_charges (user_id, credit_type) select c.user_id, 'paid
     "stamped_key": f"""with charged as ({_STAMPED_UPDATE} returning u.user_id)
 insert into public.credit_charges (user_id, idempotency_key, credit_type)
 select c.user_id, gen_random_uuid(), 'paid' from charged c""",
+    "unguarded_key": f"select bench.charge_without_replay_guard({USER}, gen_random_uuid())",
     "ours": f"select public.consume_expansion_credit({USER})",
     "ours_key": f"select public.consume_expansion_credit({USER}, gen_random_uuid())",
 }
 """Each script's one statement. Every balance in the data set is paid-only, so 'paid' is the right ledger row.
 `stamped`: the ledgered statement setting updated_at = now() itself, so that the balance row's trigger skips it
 (since the charge_in_one_frame migration) as it skips consume_expansion_credit."""
+
+UNGUARDED_CHARGE = """
+create schema bench;
+create function bench.charge_without_replay_guard(p_user_id uuid, p_idempotency_key uuid)
+returns text
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_type text;
+begin
+  -- consume_expansion_credit's keyed statement for a paying user, as it is, outside any exception block.
+  with charged as (
+    update public.usage_tracking u
+       set paid_credits_remaining = u.paid_credits_remaining - 1,
+           total_expansions_used = u.total_expansions_used + 1,
+           total_paid_used = u.total_paid_used + 1,
+           updated_at = pg_catalog.now()
+     where u.user_id = p_user_id and u.free_expansions_remaining = 0 and u.paid_credits_remaining > 0
+    returning u.user_id
+  )
+  insert into public.credit_charges (user_id, idempotency_key, credit_type)
+  select c.user_id, p_idempotency_key, 'paid' from charged c
+  returning credit_type into v_type;
+  return v_type;
+end;
+$$;
+"""
+"""The `unguarded_key` script's function: consume_expansion_credit with a key, less the BEGIN ... EXCEPTION
+block that turns a repeated key's unique violation into its first answer. Only every call's key is fresh
+here, so it charges as the real one does; the ratio of the two is the price of that guard (a subtransaction:
+a second transaction id per charge). Paying users only, as every balance of the data set is."""
 
 CLAIMS = json.dumps({"role": "service_role", "iat": 1767225600, "exp": 1767229200})
 
@@ -207,6 +245,7 @@ SCRIPTS = (
     "ours",
     "ledgered_key",
     "stamped_key",
+    "unguarded_key",
     "ours_key",
     "ledgered_wrapped",
     "ours_wrapped",
@@ -278,6 +317,7 @@ def setup(admin_url: str, quick: bool, *, before: bool = False) -> State:
         # Nobody runs out: every charge is a paid one, as the ledgered statements assume.
         conn.execute("update public.usage_tracking set free_expansions_remaining = 0, paid_credits_remaining = 1000000")
         conn.execute("vacuum analyze public.usage_tracking")
+        conn.execute(UNGUARDED_CHARGE)
         row = conn.execute(
             """select pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d
                  join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
@@ -305,6 +345,7 @@ LINES: tuple[tuple[str, str, str, tuple[Literal[">=", "<="], float] | None], ...
         (f"stamped{key}", f"ours{key}", f"charge vs ledgered statement stamping updated_at itself ({label})", None)
         for key, label in (("", "no key"), ("_key", "fresh key"))
     ),
+    ("unguarded_key", "ours_key", "charge vs the same charge without its replay guard (fresh key)", None),
     ("bare", "ours", "charge vs bare UPDATE (no key, no ledger)", None),
 )
 """The table's tps lines at each concurrency: (baseline script, our script, metric, goal)."""
