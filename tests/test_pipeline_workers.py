@@ -533,3 +533,42 @@ def test_worker_processes_log_as_the_command_line_configured(
     for entry in failures:
         assert (entry["level"], entry["stage"]) == ("WARNING", "judge")
         assert entry["message"].count(entry["execution_id"]) == 1, entry
+
+
+class _ImportLog:
+    """A finder that writes down every module a process imports from now on (it finds none itself)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        with open(self.path, "a", encoding="utf-8") as log:
+            log.write(f"{name}\n")
+
+
+def log_imports(path: str) -> None:
+    """A worker process's setup: log what it imports after starting, and import one module to show it."""
+    import importlib
+
+    sys.meta_path.insert(0, _ImportLog(path))
+    importlib.import_module("sched")
+
+
+def test_a_worker_process_starts_with_what_its_runs_render_with(client: IdeaExpansion, db: Db, tmp_path: Path) -> None:
+    """Worker processes are forks of the forkserver, which imports what every run needs once. Markdown
+    rendering was not among it: each worker process imported markdown-it on its first blog post, 25-30 ms
+    of CPU per process start (benchmarks/workers.py)."""
+    import functools
+
+    pipeline = Pipeline(client, provider=OfflineProvider())
+    queued = queue_runs(client, pipeline, 9)
+    log = tmp_path / "imports.log"
+    taken = pipeline.run_worker(
+        concurrency=2, exit_when_idle=True, process_setup=functools.partial(log_imports, str(log))
+    )
+    assert taken == 9
+    assert statuses(db, queued) == Counter({"completed": 9})
+    imported = log.read_text(encoding="utf-8").split()
+    assert "sched" in imported  # the log works
+    late = sorted({name for name in imported if name.split(".")[0] in {"markdown_it", "PIL", "mdurl"}})
+    assert late == [], late

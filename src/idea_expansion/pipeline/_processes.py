@@ -2,12 +2,13 @@
 
 Threads do not scale here: an offline run is Python and image work that holds the interpreter lock, so
 N worker processes replace N threads. A child is never forked from the caller (which holds a connection
-pool and threads): it starts from the forkserver (a clean process that has imported the SDK and Pillow
-once, so a child starts in milliseconds) or, where there is none, is spawned. Either way the child
-imports the caller's main module as `__mp_main__`, as multiprocessing always does: a script must keep
-its work under `if __name__ == "__main__":`. It rebuilds the client and the pipeline from a picklable
-recipe the parent made (`ClientRecipe`, `PipelineRecipe`): settings, the backend's own arguments
-(database URL, pool sizes, timeouts) or Supabase URL, storage folder, providers, pipeline options.
+pool and threads): it starts from the forkserver (a clean process that has imported the SDK and what runs
+render with, Pillow and markdown-it, once, so a child starts in milliseconds) or, where there is none, is
+spawned. Either way the child imports the caller's main module as `__mp_main__`, as multiprocessing always
+does: a script must keep its work under `if __name__ == "__main__":`. It rebuilds the client and the
+pipeline from a picklable recipe the parent made (`ClientRecipe`, `PipelineRecipe`): settings, the
+backend's own arguments (database URL, pool sizes, timeouts) or Supabase URL, storage folder, providers,
+pipeline options.
 What cannot be rebuilt (an injected backend, HTTP client or unpicklable provider) is refused with
 `ConfigurationError` before anything starts.
 
@@ -180,15 +181,16 @@ def check_picklable(value: object, what: str) -> None:
         ) from None
 
 
-_PRELOAD = ("PIL.Image", "PIL.ImageDraw", "PIL.ImageFont", "PIL.PngImagePlugin")
+_PRELOAD = (f"{__package__}._preload",)
 
 
 def _context() -> SpawnContext | ForkServerContext:
     # Never "fork": the caller holds a connection pool and threads, and a forked child would share them.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context: ForkServerContext = multiprocessing.get_context("forkserver")
-        # The forkserver imports the SDK and Pillow once, when it starts; every child is a fork of that
-        # clean process and imports neither again. (This setting is the process's forkserver's.)
+        # The forkserver imports the SDK and what runs render with (Pillow, markdown-it) once, when it
+        # starts; every child is a fork of that clean process and loads none of it again. (This setting
+        # is the process's forkserver's.)
         context.set_forkserver_preload([__name__, *_PRELOAD])
         return context
     return multiprocessing.get_context("spawn")

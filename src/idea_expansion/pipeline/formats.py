@@ -41,6 +41,15 @@ def _markdown() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False, "linkify": False})
 
 
+def load_renderers() -> None:
+    """Load what rendering a post or a title card needs (markdown-it, Pillow and its image plugins) now
+    rather than on first use: for a process that forks workers."""
+    from PIL import Image, ImageDraw, ImageFont  # noqa: F401 - loaded for the forks, not used here
+
+    Image.preinit()  # the image plugins Pillow otherwise imports on the first save
+    _markdown()
+
+
 _WORD = re.compile(r"[\w\u2019'-]+", re.UNICODE)
 
 
