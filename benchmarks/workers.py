@@ -3,10 +3,13 @@
 Each round queues the same number of runs (blog posts, threads and images in turn, offline provider) in
 a database of its own and drains them with `Pipeline.run_worker(concurrency=N, exit_when_idle=True)`:
 worker processes where the code has them (a `threads_per_process` parameter), threads in the older code,
-so the same script prints the table before and after. Ratios are against the 1-worker round of the same
-`measure` call. On a 2-core machine the database server shares the cores with the workers, so 2 workers
-have a goal (>= 1.8x) and 4 are only reported. The worker processes' start (from a forkserver warmed up
-in `setup`, as a long-running worker would be) is part of the time.
+so the same script prints the table before and after. A `measure` call runs 1, 2 and 4 workers, then 4,
+2 and 1 again. A worker count's rate is over its two rounds; its ratio is the median of two pairs, each an
+N-worker round over the 1-worker round at the same end of the order, so drift during the call weighs on
+both halves of a pair. On a 2-core machine the database server shares the cores with the workers, so 2
+workers have a goal (>= 1.8x) and 4 are only reported. The worker processes' start (from a forkserver
+warmed up in `setup`, as a long-running worker would be) is part of the time; a line gives its cost
+alone (2 processes on an empty queue). Rounds are long enough (900 runs) that it is a few percent of one.
 
 The image rows: CPU milliseconds to draw and encode one 1200x630 title card, and its bytes, with the old
 encoding (`optimize=True`) as the baseline and the code's own `render_title_card` as ours.
@@ -54,6 +57,7 @@ PROCESSES = "threads_per_process" in inspect.signature(Pipeline.run_worker).para
 class State:
     admin_url: str
     database: str
+    url: str
     storage: str
     client: IdeaExpansion
     pipeline: Pipeline
@@ -72,40 +76,74 @@ def setup(admin_url: str, quick: bool) -> State:
     except BaseException:
         drop_database(admin_url, database, storage)
         raise
-    state = State(admin_url, database, storage, client, Pipeline(client, provider=OfflineProvider()), 0, 0)
-    state.runs, state.images = (60, 10) if quick else (240, 30)
+    state = State(admin_url, database, url, storage, client, Pipeline(client, provider=OfflineProvider()), 0, 0)
+    state.runs, state.images = (30, 10) if quick else (900, 30)
     try:
-        # Warm up: the first round of worker processes starts the forkserver, once per process.
-        _queue(state, 20)
-        state.pipeline.run_worker(concurrency=2, exit_when_idle=True)
+        # Warm up, as a long-running worker would be: the first round of worker processes starts the
+        # forkserver (once per process), and a round in this process warms what a 1-worker round uses.
+        for workers in (2, 1):
+            _queue(state, 20)
+            state.pipeline.run_worker(concurrency=workers, exit_when_idle=True)
     except BaseException:  # a worker that cannot start (say) must not leave the database behind
         teardown(state)
         raise
     return state
 
 
+ORDER = (*WORKERS, *reversed(WORKERS))
+"""The rounds of one `measure`: 1, 2, 4 workers, then 4, 2, 1. Each worker count's rate is over its two
+rounds, and each 2- or 4-worker round is paired with the 1-worker round at the same end, so a machine that
+drifts during the call (a shared one does) weighs on both halves of a ratio alike."""
+
+
 def measure(state: State) -> list[Result]:
-    results: list[Result] = []
-    baseline: float | None = None
-    for workers in WORKERS:
+    elapsed: dict[int, list[float]] = {workers: [] for workers in WORKERS}
+    cpu_one_worker = 0.0
+    for workers in ORDER:
         _queue(state, state.runs)
+        _settle(state)
         started, cpu = time.perf_counter(), time.process_time()
         done = state.pipeline.run_worker(concurrency=workers, exit_when_idle=True)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        took, cpu = time.perf_counter() - started, time.process_time() - cpu
         if done != state.runs:
             raise RuntimeError(f"{workers} worker(s) processed {done} of {state.runs} queued runs")
-        rate = done / elapsed
-        print(f"  workers: {workers} x {'process' if PROCESSES else 'thread'}: {rate:.1f} runs/s", file=sys.stderr)
+        elapsed[workers].append(took)
         if workers == 1:
-            baseline = rate
-            results.append(Result("workers: runs/s, 1 worker", "runs/s", None, rate))
             # All of a 1-worker round runs in this process: its CPU per run is what a worker spends.
-            results.append(Result("workers: worker CPU per run, 1 worker", "ms", None, cpu / done * 1000))
-        else:
-            goal = (">=", 1.8) if workers == 2 else None
-            results.append(Result(f"workers: runs/s, {workers} workers", "runs/s", baseline, rate, goal))  # type: ignore[arg-type]
+            cpu_one_worker += cpu
+        kind = "process" if PROCESSES else "thread"
+        print(f"  workers: {workers} x {kind}: {done / took:.1f} runs/s", file=sys.stderr)
+    rate = {workers: len(took) * state.runs / sum(took) for workers, took in elapsed.items()}
+    results = [
+        Result("workers: runs/s, 1 worker", "runs/s", None, rate[1]),
+        Result("workers: worker CPU per run, 1 worker", "ms", None, cpu_one_worker / (2 * state.runs) * 1000),
+    ]
+    for workers in WORKERS[1:]:
+        # A 1-worker round's time over the N-worker round's at the same end of the order: their rate ratio.
+        paired = tuple(one / many for one, many in zip(elapsed[1], elapsed[workers], strict=True))
+        goal = (">=", 1.8) if workers == 2 else None
+        results.append(Result(f"workers: runs/s, {workers} workers", "runs/s", rate[1], rate[workers], goal, paired))  # type: ignore[arg-type]
+    results.append(_start_and_stop(state))
     results.extend(_images(state.images))
     return results
+
+
+def _settle(state: State) -> None:
+    """Every round starts from the same state: the tables vacuumed and their statistics fresh, as a
+    long-running database's autovacuum keeps them, rather than autovacuum waking during some rounds."""
+    with psycopg.connect(state.url, autocommit=True) as conn:
+        conn.execute("vacuum analyze")
+
+
+def _start_and_stop(state: State, times: int = 5) -> Result:
+    """What a round of 2 worker processes costs beyond its runs: starting both (from the forkserver), each
+    building its client and finding the queue empty, and stopping. Part of every 2-worker round's time."""
+    took = []
+    for _ in range(times):
+        started = time.perf_counter()
+        state.pipeline.run_worker(concurrency=2, exit_when_idle=True)
+        took.append((time.perf_counter() - started) * 1000)
+    return Result("workers: start and stop 2 worker processes, empty queue", "ms", None, statistics.median(took))
 
 
 def teardown(state: State) -> None:
