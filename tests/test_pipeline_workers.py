@@ -546,12 +546,14 @@ class _ImportLog:
             log.write(f"{name}\n")
 
 
-def log_imports(path: str) -> None:
-    """A worker process's setup: log what it imports after starting, and import one module to show it."""
+def log_imports(path: str, probe_folder: str) -> None:
+    """A worker process's setup: log what it imports after starting, and import a module of the test's
+    own (which nothing can have imported before) to show that the log works."""
     import importlib
 
     sys.meta_path.insert(0, _ImportLog(path))
-    importlib.import_module("sched")
+    sys.path.insert(0, probe_folder)
+    importlib.import_module("ie_import_probe")
 
 
 def test_a_worker_process_starts_with_what_its_runs_render_with(client: IdeaExpansion, db: Db, tmp_path: Path) -> None:
@@ -563,12 +565,12 @@ def test_a_worker_process_starts_with_what_its_runs_render_with(client: IdeaExpa
     pipeline = Pipeline(client, provider=OfflineProvider())
     queued = queue_runs(client, pipeline, 9)
     log = tmp_path / "imports.log"
-    taken = pipeline.run_worker(
-        concurrency=2, exit_when_idle=True, process_setup=functools.partial(log_imports, str(log))
-    )
+    (tmp_path / "ie_import_probe.py").write_text("", encoding="utf-8")
+    setup = functools.partial(log_imports, str(log), str(tmp_path))
+    taken = pipeline.run_worker(concurrency=2, exit_when_idle=True, process_setup=setup)
     assert taken == 9
     assert statuses(db, queued) == Counter({"completed": 9})
     imported = log.read_text(encoding="utf-8").split()
-    assert "sched" in imported  # the log works
+    assert imported.count("ie_import_probe") == 2  # the log works, in both processes
     late = sorted({name for name in imported if name.split(".")[0] in {"markdown_it", "PIL", "mdurl"}})
     assert late == [], late
