@@ -9,12 +9,13 @@ scripts that charge a random user per transaction (-M prepared; -c 1, and -c 32 
     migration) the balance row's trigger is skipped for it as for consume_expansion_credit: like with like,
     what is left is the cost of a PL/pgSQL frame (for the record; under --before the trigger runs for both);
   - ours: `select public.consume_expansion_credit(user[, key])`, with no key or with a fresh key per call;
-  - unguarded (fresh key): the keyed charge's own statement in a function of the same shape, less the
-    exception block that answers a repeated key (it would fail on one): what that replay guard costs, for
-    the record. It is made in the benchmark's database only (schema `bench`), never in a migration;
-  - each of the last two also through the service-role wrapper, sent as PostgREST runs a request, in one
+  - ledgered and ours also through the service-role wrapper, sent as PostgREST runs a request, in one
     pipeline: BEGIN; set_config('role', 'service_role', true), set_config('request.jwt.claims', ...);
-    the statement; COMMIT.
+    the statement; COMMIT;
+  - unguarded (fresh key): consume_expansion_credit's own keyed statement, taken from the function in the
+    database, in a function of the same shape less the exception block that answers a repeated key (it
+    would fail on one): what that replay guard costs, for the record. Made in the benchmark's database
+    only (schema `bench`), never in a migration, and only where the function has that statement.
 Each script runs 10 s per concurrency (3 s quick), in 2 s turns (1 s quick) taken by all the scripts in
 an order reversed every turn and every round, so whatever else loads the machine falls on all of them
 alike; a script's figure is the median of its turns. Before each turn the ledger is emptied and the
@@ -82,6 +83,10 @@ _STAMPED_UPDATE = _GUARDED_UPDATE.replace(
     "total_paid_used = u.total_paid_used + 1", "total_paid_used = u.total_paid_used + 1, updated_at = now()"
 )
 
+UNGUARDED_NAME = "bench.charge_without_replay_guard"
+"""The `unguarded_key` script's function (see `unguarded_charge`)."""
+
+
 STATEMENTS = {
     "bare": _GUARDED_UPDATE,
     "ledgered": f"""with charged as ({_GUARDED_UPDATE} returning u.user_id)
@@ -94,7 +99,7 @@ insert into public.credit_charges (user_id, credit_type) select c.user_id, 'paid
     "stamped_key": f"""with charged as ({_STAMPED_UPDATE} returning u.user_id)
 insert into public.credit_charges (user_id, idempotency_key, credit_type)
 select c.user_id, gen_random_uuid(), 'paid' from charged c""",
-    "unguarded_key": f"select bench.charge_without_replay_guard({USER}, gen_random_uuid())",
+    "unguarded_key": f"select {UNGUARDED_NAME}({USER}, gen_random_uuid())",
     "ours": f"select public.consume_expansion_credit({USER})",
     "ours_key": f"select public.consume_expansion_credit({USER}, gen_random_uuid())",
 }
@@ -102,39 +107,38 @@ select c.user_id, gen_random_uuid(), 'paid' from charged c""",
 `stamped`: the ledgered statement setting updated_at = now() itself, so that the balance row's trigger skips it
 (since the charge_in_one_frame migration) as it skips consume_expansion_credit."""
 
-UNGUARDED_CHARGE = """
-create schema bench;
-create function bench.charge_without_replay_guard(p_user_id uuid, p_idempotency_key uuid)
-returns text
-language plpgsql
-volatile
-security invoker
-set search_path = ''
-as $$
-declare
-  v_type text;
-begin
-  -- consume_expansion_credit's keyed statement for a paying user, as it is, outside any exception block.
-  with charged as (
-    update public.usage_tracking u
-       set paid_credits_remaining = u.paid_credits_remaining - 1,
-           total_expansions_used = u.total_expansions_used + 1,
-           total_paid_used = u.total_paid_used + 1,
-           updated_at = pg_catalog.now()
-     where u.user_id = p_user_id and u.free_expansions_remaining = 0 and u.paid_credits_remaining > 0
-    returning u.user_id
-  )
-  insert into public.credit_charges (user_id, idempotency_key, credit_type)
-  select c.user_id, p_idempotency_key, 'paid' from charged c
-  returning credit_type into v_type;
-  return v_type;
-end;
-$$;
-"""
-"""The `unguarded_key` script's function: consume_expansion_credit with a key, less the BEGIN ... EXCEPTION
-block that turns a repeated key's unique violation into its first answer. Only every call's key is fresh
-here, so it charges as the real one does; the ratio of the two is the price of that guard (a subtransaction:
-a second transaction id per charge). Paying users only, as every balance of the data set is."""
+
+def unguarded_charge(definition: str, keyed: str) -> str:
+    """The DDL of the `unguarded_key` script's function: consume_expansion_credit's own definition (its
+    arguments, language, volatility, security and `set search_path`, from pg_get_functiondef) under another
+    name, around its own keyed statement alone: the real function less the BEGIN ... EXCEPTION block that
+    turns a repeated key's unique violation into its first answer. Every call's key is fresh here, so it
+    charges as the real one does; the ratio of the two is the price of that guard (a subtransaction: a
+    second transaction id per charge). Paying users only, as every balance of the data set is."""
+    real = "CREATE OR REPLACE FUNCTION public.consume_expansion_credit("
+    head, separator, _ = definition.partition("AS $function$")
+    if not separator or not head.startswith(real):  # never replace the real function by mistake
+        raise RuntimeError(f"unexpected definition of consume_expansion_credit: {definition[:200]!r}")
+    head = f"CREATE FUNCTION {UNGUARDED_NAME}(" + head.removeprefix(real)
+    body = f"declare\n  v_type text;\nbegin\n  {keyed}\n  return v_type;\nend;"
+    return f"create schema bench;\n{head}AS $function$\n{body}\n$function$"
+
+
+def keyed_statement(function_source: str) -> str | None:
+    """The statement that consume_expansion_credit's exception block opens with (a paying user's keyed
+    charge), taken from the function's source as the database holds it; None for a version without one
+    (before the charge_in_one_frame migration the block held take_credit alone)."""
+    before_handler = function_source.split("exception when unique_violation", 1)
+    if len(before_handler) != 2:
+        return None
+    block = before_handler[0].rsplit("\n  begin\n", 1)[-1]
+    found = re.search(r"^\s*(with charged as \(.*?into v_type;)", _without_comments(block), re.DOTALL)
+    return found.group(1) if found else None
+
+
+def _without_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
 
 CLAIMS = json.dumps({"role": "service_role", "iat": 1767225600, "exp": 1767229200})
 
@@ -252,7 +256,8 @@ SCRIPTS = (
     "ledgered_key_wrapped",
     "ours_key_wrapped",
 )
-"""Every pgbench script a round runs, at each concurrency (`_wrapped`: through the service-role wrapper)."""
+"""Every pgbench script a round runs, at each concurrency (`_wrapped`: through the service-role wrapper);
+`unguarded_key` only where consume_expansion_credit has a keyed statement to take (see `keyed_statement`)."""
 
 CHARGE_AT_LIMIT = "20260101002300"
 """The migration whose effect `--before` leaves out."""
@@ -317,14 +322,20 @@ def setup(admin_url: str, quick: bool, *, before: bool = False) -> State:
         # Nobody runs out: every charge is a paid one, as the ledgered statements assume.
         conn.execute("update public.usage_tracking set free_expansions_remaining = 0, paid_credits_remaining = 1000000")
         conn.execute("vacuum analyze public.usage_tracking")
-        conn.execute(UNGUARDED_CHARGE)
+        source, definition = conn.execute(
+            """select prosrc, pg_get_functiondef(oid) from pg_proc
+                where oid = 'public.consume_expansion_credit(uuid, uuid)'::regprocedure"""
+        ).fetchone() or (None, None)
+        keyed = keyed_statement(str(source)) if source else None
+        if keyed is not None:
+            conn.execute(unguarded_charge(str(definition), keyed))
         row = conn.execute(
             """select pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d
                  join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
                 where d.adrelid = 'public.credit_charges'::regclass and a.attname = 'id'"""
         ).fetchone()
         state.id_default = str(row[0]) if row and row[0] else "gen_random_uuid()"
-        for label in SCRIPTS:
+        for label in SCRIPTS if keyed is not None else tuple(s for s in SCRIPTS if s != "unguarded_key"):
             path = state.workdir / f"{label}.sql"
             statement = STATEMENTS[label.removesuffix("_wrapped")]
             path.write_text(script(statement, users=state.users, wrapped=label.endswith("_wrapped")))
@@ -350,8 +361,10 @@ LINES: tuple[tuple[str, str, str, tuple[Literal[">=", "<="], float] | None], ...
 )
 """The table's tps lines at each concurrency: (baseline script, our script, metric, goal)."""
 
-PAIRS = tuple((baseline, ours) for baseline, ours, _, _ in LINES)
-"""(baseline, ours) pairs whose ratio is taken run by run: the two scripts run one right after the other."""
+
+def _lines(state: State) -> list[tuple[str, str, str, tuple[Literal[">=", "<="], float] | None]]:
+    """The lines whose two scripts this database runs."""
+    return [line for line in LINES if line[0] in state.scripts and line[1] in state.scripts]
 
 
 def _tps(state: State, clients: int) -> tuple[dict[str, float], dict[tuple[str, str], list[float]]]:
@@ -359,9 +372,10 @@ def _tps(state: State, clients: int) -> tuple[dict[str, float], dict[tuple[str, 
     turn. The scripts take turns in an order reversed every turn and every round, each baseline next to its
     own script, so whatever else loads the machine falls on all of them alike and on both halves of a pair.
     Before each run the ledger is emptied and the balances vacuumed: every run starts from the same state."""
-    order = list(SCRIPTS) if state.rounds % 2 == 0 else list(reversed(SCRIPTS))
-    samples: dict[str, list[float]] = {name: [] for name in SCRIPTS}
-    paired: dict[tuple[str, str], list[float]] = {pair: [] for pair in PAIRS}
+    order = list(state.scripts) if state.rounds % 2 == 0 else list(reversed(state.scripts))
+    pairs = [(baseline, ours) for baseline, ours, _, _ in _lines(state)]
+    samples: dict[str, list[float]] = {name: [] for name in state.scripts}
+    paired: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
     for turn in range(state.slices):
         now: dict[str, float] = {}
         for name in order if turn % 2 == 0 else reversed(order):
@@ -369,7 +383,7 @@ def _tps(state: State, clients: int) -> tuple[dict[str, float], dict[tuple[str, 
             state.conn.execute("vacuum public.usage_tracking")
             now[name] = pgbench(state, state.scripts[name], clients, state.slice_seconds)
             samples[name].append(now[name])
-        for baseline, ours in PAIRS:
+        for baseline, ours in pairs:
             paired[(baseline, ours)].append(now[ours] / now[baseline])
     return {name: statistics.median(values) for name, values in samples.items()}, paired
 
@@ -411,7 +425,7 @@ def measure(state: State) -> list[Result]:
     for clients in CONCURRENCY:
         tag = f"-c {clients}"
         tps, paired = _tps(state, clients)
-        for baseline, ours, metric, goal in LINES:
+        for baseline, ours, metric, goal in _lines(state):
             pair = tuple(paired[(baseline, ours)])
             results.append(Result(f"{metric} {tag}", "tps", tps[baseline], tps[ours], goal, paired=pair))
     v4 = _wal_per_charge(state, "gen_random_uuid()")

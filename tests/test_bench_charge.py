@@ -1,41 +1,53 @@
 """benchmarks/charge.py's `unguarded_key` line measures consume_expansion_credit's keyed charge less its
-replay guard. That figure means something only while the benchmark's function runs the very statement the
-real one runs, and charges as the real one does for a fresh key: both are checked here, so a later
-migration that changes the charge fails this test rather than leave the line measuring something else."""
+replay guard. It takes the keyed statement from the function as the database holds it, so the line
+measures whatever the migrations made of it: checked here, with the charge it makes for a fresh key."""
 
 from __future__ import annotations
 
-import re
 import uuid
 
+import pytest
 from benchmarks import charge as bench
 
 from ._db import Db
 
 
-def _words(text: str) -> str:
-    return " ".join(text.split())
-
-
-def test_the_unguarded_charge_is_the_real_keyed_statement(own_database: str) -> None:
+def test_the_unguarded_charge_runs_the_real_keyed_statement(own_database: str) -> None:
     db = Db(own_database)
     try:
         with db.admin() as conn:
-            conn.execute(bench.UNGUARDED_CHARGE)
-            real = conn.execute(
-                "select prosrc from pg_proc where oid = %s::regprocedure",
-                ("public.consume_expansion_credit(uuid, uuid)",),
-            ).fetchone()
-        assert real is not None
-        found = re.search(r"with charged as .*?into v_type;", _words(bench.UNGUARDED_CHARGE))
-        assert found is not None
-        statement = found.group(0)
-        assert "p_idempotency_key" in statement
-        # In the real function that statement is the body of the exception block that the benchmark's lacks.
-        before_handler = _words(real[0]).split(" exception when unique_violation ", 1)
-        assert len(before_handler) == 2
-        assert statement in before_handler[0].rsplit(" begin ", 1)[1]
+            source, definition = conn.execute(
+                """select prosrc, pg_get_functiondef(oid) from pg_proc
+                    where oid = 'public.consume_expansion_credit(uuid, uuid)'::regprocedure"""
+            ).fetchone() or (None, None)
+        keyed = bench.keyed_statement(str(source))
+        assert keyed is not None
+        assert keyed.startswith("with charged as (")
+        assert keyed.endswith("into v_type;")
+        assert "p_idempotency_key" in keyed
+        assert "--" not in keyed
+        # It is the body of the exception block (what the unguarded function lacks), not another statement.
+        handler = str(source).index("exception when unique_violation")
+        assert str(source).rindex("with charged as (", 0, handler) > str(source).rindex("begin", 0, handler)
+        # A version of the function without a keyed statement in its block gives no line, not a wrong one.
+        assert bench.keyed_statement("begin perform 1; exception when unique_violation then null; end") is None
+        assert bench.keyed_statement("begin perform 1; end") is None
 
+        # The same frame: the real function's arguments, language, volatility, security and search_path.
+        with db.admin() as conn:
+            conn.execute(bench.unguarded_charge(str(definition), keyed))
+            frames = conn.execute(
+                """select proname, pg_get_function_arguments(oid), prolang, provolatile, prosecdef, proconfig
+                     from pg_proc where oid in ('public.consume_expansion_credit(uuid, uuid)'::regprocedure,
+                                                %s::regprocedure)""",
+                (f"{bench.UNGUARDED_NAME}(uuid, uuid)",),
+            ).fetchall()
+        assert sorted(frame[0] for frame in frames) == ["charge_without_replay_guard", "consume_expansion_credit"]
+        assert frames[0][1:] == frames[1][1:]
+        assert frames[0][5] == ['search_path=""']
+        # Anything but the real function's own definition is refused, so that it is never replaced by mistake.
+        with pytest.raises(RuntimeError, match="unexpected definition"):
+            bench.unguarded_charge(str(definition).replace("public.consume_expansion_credit", "public.other"), keyed)
         # A fresh key charges alike: the same answer, the same balance change, the same ledger row.
         effects = []
         for function in ("public.consume_expansion_credit", "bench.charge_without_replay_guard"):
@@ -49,16 +61,8 @@ def test_the_unguarded_charge_is_the_real_keyed_statement(own_database: str) -> 
                     "select idempotency_key = %s, credit_type, status from public.credit_charges where user_id = %s",
                     (key, user),
                 ).fetchall()
-            balance = {
-                k: usage[k]
-                for k in (
-                    "free_expansions_remaining",
-                    "paid_credits_remaining",
-                    "total_expansions_used",
-                    "total_paid_used",
-                    "total_free_used",
-                )
-            }
+            columns = ("free_expansions_remaining", "paid_credits_remaining", "total_expansions_used")
+            balance = {name: usage[name] for name in (*columns, "total_paid_used", "total_free_used")}
             effects.append((answer, balance, ledger))
         assert effects[0] == effects[1]
         assert effects[0] == (
