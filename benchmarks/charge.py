@@ -12,10 +12,10 @@ scripts that charge a random user per transaction (-M prepared; -c 1, and -c 32 
   - ledgered and ours also through the service-role wrapper, sent as PostgREST runs a request, in one
     pipeline: BEGIN; set_config('role', 'service_role', true), set_config('request.jwt.claims', ...);
     the statement; COMMIT;
-  - unguarded (fresh key): consume_expansion_credit's own keyed statement, taken from the function in the
-    database, in a function of the same shape less the exception block that answers a repeated key (it
-    would fail on one): what that replay guard costs, for the record. Made in the benchmark's database
-    only (schema `bench`), never in a migration, and only where the function has that statement.
+  - unguarded (fresh key): consume_expansion_credit as the database holds it, under another name, less the
+    EXCEPTION clause that answers a repeated key (it would fail on one): what that replay guard costs, for
+    the record. Made in the benchmark's database only (schema `bench`), never in a migration, and only
+    where the function has that clause (not `--before`).
 Each script runs 10 s per concurrency (3 s quick), in 2 s turns (1 s quick) taken by all the scripts in
 an order reversed every turn and every round, so whatever else loads the machine falls on all of them
 alike; a script's figure is the median of its turns. Before each turn the ledger is emptied and the
@@ -27,8 +27,9 @@ the counter of the benchmark's own backend, so other sessions writing on a share
 (the server-wide pg_current_wal_lsn would include them). Baseline: random (version 4) ids; ours: the
 ledger's own default (time-ordered version 7 ids since the charge_at_limit migration).
 
-Only public.consume_expansion_credit and the tables are used, so the same script measures a database
-reset through the older migrations (`--before`, the "before" table).
+Only public.consume_expansion_credit and the tables are used (and a copy of the function less its replay
+guard, where it has one), so the same script measures a database reset through the older migrations
+(`--before`, the "before" table).
 
     .venv/bin/python benchmarks/charge.py [--quick] [--before] [--repeat N] [--db-url URL]
 """
@@ -84,7 +85,7 @@ _STAMPED_UPDATE = _GUARDED_UPDATE.replace(
 )
 
 UNGUARDED_NAME = "bench.charge_without_replay_guard"
-"""The `unguarded_key` script's function (see `unguarded_charge`)."""
+"""The `unguarded_key` script's function, made in the benchmark's database (see `unguarded_charge`)."""
 
 
 STATEMENTS = {
@@ -108,36 +109,29 @@ select c.user_id, gen_random_uuid(), 'paid' from charged c""",
 (since the charge_in_one_frame migration) as it skips consume_expansion_credit."""
 
 
-def unguarded_charge(definition: str, keyed: str) -> str:
-    """The DDL of the `unguarded_key` script's function: consume_expansion_credit's own definition (its
-    arguments, language, volatility, security and `set search_path`, from pg_get_functiondef) under another
-    name, around its own keyed statement alone: the real function less the BEGIN ... EXCEPTION block that
-    turns a repeated key's unique violation into its first answer. Every call's key is fresh here, so it
-    charges as the real one does; the ratio of the two is the price of that guard (a subtransaction: a
-    second transaction id per charge). Paying users only, as every balance of the data set is."""
+HANDLER = "\n  exception when unique_violation then\n"
+"""Where consume_expansion_credit's replay guard begins: the handler of the block around its keyed charge."""
+
+
+def unguarded_charge(definition: str, source: str) -> str | None:
+    """The DDL of the `unguarded_key` script's function: consume_expansion_credit as the database holds it
+    (`definition` from pg_get_functiondef, `source` its prosrc) under another name, less the EXCEPTION
+    clause of the block around its keyed charge, which turns a repeated key's unique violation into its
+    first answer. A BEGIN ... END with no EXCEPTION clause opens no subtransaction: what is left is the
+    real function less its replay guard. Every call's key is fresh here, so it charges as the real one
+    does, and the ratio of the two is the price of that guard. None for a version of the function with no
+    such handler (`--before`)."""
+    guarded, found, rest = source.partition(HANDLER)
+    block_end = rest.find("\n  end;\n")  # the block's own END, at the block's indentation
+    if not found or block_end < 0:
+        return None
     real = "CREATE OR REPLACE FUNCTION public.consume_expansion_credit("
     head, separator, _ = definition.partition("AS $function$")
-    if not separator or not head.startswith(real):  # never replace the real function by mistake
+    if not separator or not head.startswith(real):
         raise RuntimeError(f"unexpected definition of consume_expansion_credit: {definition[:200]!r}")
     head = f"CREATE FUNCTION {UNGUARDED_NAME}(" + head.removeprefix(real)
-    body = f"declare\n  v_type text;\nbegin\n  {keyed}\n  return v_type;\nend;"
-    return f"create schema bench;\n{head}AS $function$\n{body}\n$function$"
-
-
-def keyed_statement(function_source: str) -> str | None:
-    """The statement that consume_expansion_credit's exception block opens with (a paying user's keyed
-    charge), taken from the function's source as the database holds it; None for a version without one
-    (before the charge_in_one_frame migration the block held take_credit alone)."""
-    before_handler = function_source.split("exception when unique_violation", 1)
-    if len(before_handler) != 2:
-        return None
-    block = before_handler[0].rsplit("\n  begin\n", 1)[-1]
-    found = re.search(r"^\s*(with charged as \(.*?into v_type;)", _without_comments(block), re.DOTALL)
-    return found.group(1) if found else None
-
-
-def _without_comments(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    unguarded = guarded + rest[block_end:]
+    return f"create schema bench;\n{head}AS $function${unguarded}$function$"
 
 
 CLAIMS = json.dumps({"role": "service_role", "iat": 1767225600, "exp": 1767229200})
@@ -257,7 +251,7 @@ SCRIPTS = (
     "ours_key_wrapped",
 )
 """Every pgbench script a round runs, at each concurrency (`_wrapped`: through the service-role wrapper);
-`unguarded_key` only where consume_expansion_credit has a keyed statement to take (see `keyed_statement`)."""
+`unguarded_key` only where consume_expansion_credit has a replay guard to leave out (see `unguarded_charge`)."""
 
 CHARGE_AT_LIMIT = "20260101002300"
 """The migration whose effect `--before` leaves out."""
@@ -322,20 +316,23 @@ def setup(admin_url: str, quick: bool, *, before: bool = False) -> State:
         # Nobody runs out: every charge is a paid one, as the ledgered statements assume.
         conn.execute("update public.usage_tracking set free_expansions_remaining = 0, paid_credits_remaining = 1000000")
         conn.execute("vacuum analyze public.usage_tracking")
-        source, definition = conn.execute(
-            """select prosrc, pg_get_functiondef(oid) from pg_proc
+        function = conn.execute(
+            """select pg_get_functiondef(oid), prosrc from pg_proc
                 where oid = 'public.consume_expansion_credit(uuid, uuid)'::regprocedure"""
-        ).fetchone() or (None, None)
-        keyed = keyed_statement(str(source)) if source else None
-        if keyed is not None:
-            conn.execute(unguarded_charge(str(definition), keyed))
+        ).fetchone()
+        assert function is not None  # the cast to regprocedure fails first where there is no such function
+        unguarded = unguarded_charge(*function)
+        if unguarded is not None:
+            conn.execute(unguarded)
         row = conn.execute(
             """select pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d
                  join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
                 where d.adrelid = 'public.credit_charges'::regclass and a.attname = 'id'"""
         ).fetchone()
         state.id_default = str(row[0]) if row and row[0] else "gen_random_uuid()"
-        for label in SCRIPTS if keyed is not None else tuple(s for s in SCRIPTS if s != "unguarded_key"):
+        for label in SCRIPTS:
+            if label == "unguarded_key" and unguarded is None:
+                continue
             path = state.workdir / f"{label}.sql"
             statement = STATEMENTS[label.removesuffix("_wrapped")]
             path.write_text(script(statement, users=state.users, wrapped=label.endswith("_wrapped")))
@@ -369,9 +366,9 @@ def _lines(state: State) -> list[tuple[str, str, str, tuple[Literal[">=", "<="],
 
 def _tps(state: State, clients: int) -> tuple[dict[str, float], dict[tuple[str, str], list[float]]]:
     """Each script's tps at `clients` (the median of `slices` short runs) and each pair's ratio in every
-    turn. The scripts take turns in an order reversed every turn and every round, each baseline next to its
-    own script, so whatever else loads the machine falls on all of them alike and on both halves of a pair.
-    Before each run the ledger is emptied and the balances vacuumed: every run starts from the same state."""
+    turn. The scripts take turns in an order reversed every turn and every round, so whatever else loads
+    the machine falls on all of them alike, and a pair's ratio is taken within each turn. Before each run
+    the ledger is emptied and the balances vacuumed: every run starts from the same state."""
     order = list(state.scripts) if state.rounds % 2 == 0 else list(reversed(state.scripts))
     pairs = [(baseline, ours) for baseline, ours, _, _ in _lines(state)]
     samples: dict[str, list[float]] = {name: [] for name in state.scripts}

@@ -116,7 +116,9 @@ def measure(state: State) -> list[Result]:
     rate = {workers: len(took) * state.runs / sum(took) for workers, took in elapsed.items()}
     results = [
         Result("workers: runs/s, 1 worker", "runs/s", None, rate[1]),
-        Result("workers: worker CPU per run, 1 worker", "ms", None, cpu_one_worker / (2 * state.runs) * 1000),
+        Result(
+            "workers: worker CPU per run, 1 worker", "ms", None, cpu_one_worker / (ORDER.count(1) * state.runs) * 1000
+        ),
     ]
     for workers in WORKERS[1:]:
         # A 1-worker round's time over the N-worker round's at the same end of the order: their rate ratio.

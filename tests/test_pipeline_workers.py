@@ -33,6 +33,7 @@ from idea_expansion.pipeline import OfflineProvider, Pipeline, ProviderError
 from idea_expansion.pipeline.providers.base import Completion, IdeaBrief, Task
 
 from ._db import Db
+from ._import_log import log_imports
 from .conftest import migrated_database
 
 
@@ -533,27 +534,6 @@ def test_worker_processes_log_as_the_command_line_configured(
     for entry in failures:
         assert (entry["level"], entry["stage"]) == ("WARNING", "judge")
         assert entry["message"].count(entry["execution_id"]) == 1, entry
-
-
-class _ImportLog:
-    """A finder that writes down every module a process imports from now on (it finds none itself)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        with open(self.path, "a", encoding="utf-8") as log:
-            log.write(f"{name}\n")
-
-
-def log_imports(path: str, probe_folder: str) -> None:
-    """A worker process's setup: log what it imports after starting, and import a module of the test's
-    own (which nothing can have imported before) to show that the log works."""
-    import importlib
-
-    sys.meta_path.insert(0, _ImportLog(path))
-    sys.path.insert(0, probe_folder)
-    importlib.import_module("ie_import_probe")
 
 
 def test_a_worker_process_starts_with_what_its_runs_render_with(client: IdeaExpansion, db: Db, tmp_path: Path) -> None:
